@@ -1,0 +1,74 @@
+// The `stackllama` program as a user runs it: only generated text on stdout, exit codes.
+#include <doctest/doctest.h>
+
+#include "test_support.hpp"
+
+using namespace testing_support;
+
+TEST_CASE("cli: stories260K greedy output is llama2.c's expected text") {
+    const std::string data = shared_data_or_skip("CLI golden output");
+    if (data.empty()) return;
+    const std::string dir = data + "/stories260K-hf";
+    auto r = run_process({cli_path(), "-m", dir, "--raw", "-p", "", "-n", "200", "--temp", "0"});
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out == read_file(dir + "/expected_greedy_200.txt"));
+}
+
+TEST_CASE("cli: --tokenize prints the ids as one JSON array, BOS included") {
+    const std::string data = shared_data_or_skip("CLI tokenize");
+    if (data.empty()) return;
+    const std::string dir = data + "/llama-tokenizer";
+    auto r = run_process({cli_path(), "-m", dir, "--tokenize", "--raw", "-p", "Hello world"});
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out == "[1, 15043, 3186]\n");
+    auto empty = run_process({cli_path(), "-m", dir, "--tokenize", "--raw", "-p", ""});
+    CHECK(empty.out == "[1]\n");
+    // Without --raw the prompt is wrapped in the StackLLaMA template.
+    auto q = run_process({cli_path(), "-m", dir, "--tokenize", "-p", "Hi"});
+    CHECK(q.exit_code == 0);
+    CHECK(q.out.rfind("[1, 894, 29901", 0) == 0);  // "Question:"
+}
+
+TEST_CASE("cli: the question template and -n") {
+    const std::string data = shared_data_or_skip("CLI question");
+    if (data.empty()) return;
+    const std::string dir = data + "/stories260K-hf";
+    auto r = run_process({cli_path(), "-m", dir, "-p", "Who is Lily?", "-n", "5"});
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(!r.out.empty());
+    CHECK(r.out.find("Question:") == std::string::npos);  // the prompt is not echoed
+}
+
+TEST_CASE("cli: errors go to stderr with an exit status") {
+    auto missing = run_process({cli_path(), "-m", "/nonexistent/model", "-p", "x"});
+    CHECK(missing.exit_code == 1);
+    CHECK(missing.out.empty());
+    CHECK(missing.err.find("/nonexistent/model") != std::string::npos);
+
+    auto usage = run_process({cli_path(), "-p", "x"});
+    CHECK(usage.exit_code == 2);
+    CHECK(usage.err.find("--model") != std::string::npos);
+
+    auto bad_n = run_process({cli_path(), "-m", "x", "-n", "ten"});
+    CHECK(bad_n.exit_code == 2);
+    CHECK(bad_n.err.find("-n") != std::string::npos);
+
+    auto help = run_process({cli_path(), "--help"});
+    CHECK(help.exit_code == 0);
+    CHECK(help.out.find("--n-predict") != std::string::npos);
+}
+
+TEST_CASE("cli: a prompt longer than the context is refused") {
+    const std::string data = shared_data_or_skip("CLI long prompt");
+    if (data.empty()) return;
+    const std::string dir = data + "/stories260K-hf";
+    std::string long_prompt;
+    for (int i = 0; i < 100; ++i) long_prompt += "Once upon a time ";
+    auto r = run_process({cli_path(), "-m", dir, "--raw", "-p", long_prompt, "-c", "32"});
+    CHECK(r.exit_code == 1);
+    CHECK(r.out.empty());
+    CHECK(r.err.find("context") != std::string::npos);
+}
