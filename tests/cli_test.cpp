@@ -72,3 +72,20 @@ TEST_CASE("cli: a prompt longer than the context is refused") {
     CHECK(r.out.empty());
     CHECK(r.err.find("context") != std::string::npos);
 }
+
+TEST_CASE("cli: the quick start's default model answers a question") {
+    const std::string dir = tiny_model();
+    if (dir.empty()) {
+        MESSAGE("SKIP: built with STACKLLAMA_BUILD_TINY_MODEL=OFF");
+        return;
+    }
+    auto r = run_process({cli_path(), "-m", dir, "-p", "How do I reverse a list in Python?", "-n",
+                          "24", "-t", "2"});
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(!r.out.empty());
+    // Greedy decoding is deterministic: the same command prints the same text.
+    auto again = run_process({cli_path(), "-m", dir, "-p", "How do I reverse a list in Python?",
+                              "-n", "24", "-t", "1"});
+    CHECK(again.out == r.out);
+}

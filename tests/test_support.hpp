@@ -17,6 +17,8 @@ std::string fixture_dir();
 std::string source_dir();
 std::string python();
 std::string cli_path();
+// The build's default model (random weights, own tokenizer), or "" when not built.
+std::string tiny_model();
 
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& bytes);
