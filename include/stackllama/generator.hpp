@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "stackllama/adapter.hpp"
 #include "stackllama/export.hpp"
 #include "stackllama/model.hpp"
 
@@ -68,6 +69,17 @@ public:
     const std::vector<int32_t>& tokens() const noexcept;
     // Forget the sequence (the KV cache is kept allocated).
     void reset();
+
+    // LoRA adapters applied unmerged from the next evaluated token on, each with its own
+    // multiplier on its scale. Attaching or detaching does not recompute tokens already in the
+    // cache: reset() to start over. The adapter must fit this generator's model (Error(format)
+    // otherwise); attaching the same adapter twice, or two adapters that both replace one module
+    // (modules_to_save), is Error(invalid_argument).
+    void attach(std::shared_ptr<const Adapter> adapter, float scale = 1.0f);
+    // Error(invalid_argument) when the adapter is not attached.
+    void detach(const Adapter& adapter);
+    void detach_all();
+    std::vector<AdapterRef> attached() const;
 
     // Appends tokens to the sequence and runs them through the model in one pass (prefill goes
     // through matrix-matrix products). Returns the logits of the last token, or of every token

@@ -64,15 +64,21 @@ public:
     // Bytes of weights read per decoded token (every matrix once).
     uint64_t weight_bytes() const noexcept;
 
+    // Writes the model as a Hugging Face directory: config.json, model.safetensors (each tensor in
+    // its storage type in memory, so merged matrices are f32) and, when the model has them, the
+    // tokenizer files. The directory is created if needed. Error(io) naming the path on failure.
+    void save_pretrained(const std::string& dir) const;
+
     bool has_tokenizer() const noexcept;
     // Throws Error when the model was loaded without its tokenizer.
     const Tokenizer& tokenizer() const;
 
     struct Impl;
     const Impl& impl() const noexcept { return *impl_; }
+    // Internal: the library builds Models (Impl is not part of the public API).
+    explicit Model(std::unique_ptr<Impl> impl);
 
 private:
-    explicit Model(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };
 

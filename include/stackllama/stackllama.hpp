@@ -12,6 +12,7 @@
 // Errors are thrown as stackllama::Error (see error.hpp).
 #pragma once
 
+#include "stackllama/adapter.hpp"
 #include "stackllama/error.hpp"
 #include "stackllama/generator.hpp"
 #include "stackllama/model.hpp"

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <optional>
 
+#include "adapter/adapter_impl.hpp"
 #include "kernels/gemm.hpp"
 #include "model/llama.hpp"
 #include "model/model_impl.hpp"
@@ -62,6 +64,39 @@ struct Generator::Impl {
     // The last token generate() chose is returned before it is run through the model; it enters
     // the cache at the start of the next eval.
     std::optional<int32_t> pending;
+    std::vector<AdapterRef> adapters;
+    WeightOverrides overrides;  // what `adapters` change in the forward pass
+
+    void rebuild_overrides() {
+        WeightOverrides ov;
+        const ModelConfig& c = model->config();
+        std::map<std::string, const Adapter*> replaced;  // saved module -> adapter
+        for (const AdapterRef& ref : adapters) {
+            const Adapter::Impl& a = ref.adapter->impl();
+            for (const LoraModule& lm : a.loras) {
+                LowRankTerm t{lm.a_m, lm.b_m, lm.b_bias.empty() ? nullptr : lm.b_bias.data(),
+                              ref.scale * lm.s};
+                if (lm.layer < 0) {
+                    ov.lm_head.push_back(t);
+                } else {
+                    if (ov.layers.empty()) ov.layers.resize(size_t(c.num_hidden_layers));
+                    ov.layers[size_t(lm.layer)][lm.slot].push_back(t);
+                }
+                ov.max_rank = std::max(ov.max_rank, size_t(lm.r));
+            }
+            for (const auto& [name, sm] : a.saved) {
+                if (replaced.count(name)) {
+                    throw Error(ErrorCode::invalid_argument,
+                                "adapters " + replaced[name]->path() + " and " + a.path +
+                                    " both replace " + name + " (modules_to_save)");
+                }
+                replaced[name] = ref.adapter.get();
+                if (name == "lm_head") ov.lm_head_matrix = &sm.m;
+                if (name == "model.embed_tokens") ov.embed = &sm.m;
+            }
+        }
+        overrides = std::move(ov);
+    }
 
     LogitsView eval(const std::vector<int32_t>& toks, bool all_logits) {
         if (!pending) return eval_now(toks, all_logits);
@@ -97,7 +132,7 @@ struct Generator::Impl {
                             std::to_string(n_ctx));
         const size_t rows = all_logits ? new_tokens.size() : 1;
         logits.resize(rows * size_t(c.vocab_size));
-        llama_forward(c, model->impl().weights, state, kt, pool, new_tokens.data(),
+        llama_forward(c, model->impl().weights, overrides, state, kt, pool, new_tokens.data(),
                       new_tokens.size(), tokens.size(), logits.data(), all_logits);
         tokens.insert(tokens.end(), new_tokens.begin(), new_tokens.end());
         return LogitsView{logits.data(), rows, size_t(c.vocab_size)};
@@ -120,6 +155,44 @@ void Generator::reset() {
     impl_->tokens.clear();
     impl_->pending.reset();
 }
+
+void Generator::attach(std::shared_ptr<const Adapter> adapter, float scale) {
+    if (!adapter) throw Error(ErrorCode::invalid_argument, "attach() needs an adapter (got null)");
+    if (!std::isfinite(scale))
+        throw Error(ErrorCode::invalid_argument, "adapter scale must be finite, got " +
+                                                     std::to_string(scale));
+    for (const AdapterRef& r : impl_->adapters) {
+        if (r.adapter == adapter)
+            throw Error(ErrorCode::invalid_argument,
+                        "adapter " + adapter->path() + " is already attached");
+    }
+    check_adapter_fits(*adapter, *impl_->model);
+    impl_->adapters.push_back({std::move(adapter), scale});
+    try {
+        impl_->rebuild_overrides();
+    } catch (...) {
+        impl_->adapters.pop_back();
+        impl_->rebuild_overrides();
+        throw;
+    }
+}
+
+void Generator::detach(const Adapter& adapter) {
+    auto& v = impl_->adapters;
+    auto it = std::find_if(v.begin(), v.end(),
+                           [&](const AdapterRef& r) { return r.adapter.get() == &adapter; });
+    if (it == v.end())
+        throw Error(ErrorCode::invalid_argument, "adapter " + adapter.path() + " is not attached");
+    v.erase(it);
+    impl_->rebuild_overrides();
+}
+
+void Generator::detach_all() {
+    impl_->adapters.clear();
+    impl_->rebuild_overrides();
+}
+
+std::vector<AdapterRef> Generator::attached() const { return impl_->adapters; }
 
 LogitsView Generator::eval(const std::vector<int32_t>& tokens, bool all_logits) {
     return impl_->eval(tokens, all_logits);

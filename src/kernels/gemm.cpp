@@ -40,6 +40,27 @@ void matmul(const KernelTable& kt, const Matrix& w, const float* x, size_t m, fl
     }
 }
 
+void matmul_add_low_rank(const KernelTable& kt, const Matrix& a, const Matrix& b, float scale,
+                         const float* x, size_t m, float* y, ThreadPool& pool,
+                         std::vector<float>& tmp) {
+    const size_t r = a.rows, rows = b.rows;
+    if (tmp.size() < m * r) tmp.resize(m * r);
+    std::vector<float> unused;
+    matmul(kt, a, x, m, tmp.data(), pool, unused);  // a is f32: no widening scratch needed
+    const float* bm = static_cast<const float*>(b.data);
+    if (m == 1) {
+        const float* t = tmp.data();
+        const size_t grain = std::max<size_t>(1, 65536 / std::max<size_t>(1, r));
+        pool.parallel_for(rows, grain, [&](size_t r0, size_t r1) {
+            for (size_t o = r0; o < r1; ++o) y[o] += scale * kt.dot(bm + o * r, t, r);
+        });
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),
+                static_cast<int>(rows), static_cast<int>(r), scale, tmp.data(),
+                static_cast<int>(r), bm, static_cast<int>(r), 1.0f, y, static_cast<int>(rows));
+}
+
 void set_blas_threads(int n) { openblas_set_num_threads(std::max(1, n)); }
 
 }  // namespace stackllama::kernels

@@ -21,6 +21,12 @@ void matvec(const KernelTable& kt, const Matrix& w, const float* x, float* y, Th
 void matmul(const KernelTable& kt, const Matrix& w, const float* x, size_t m, float* y,
             ThreadPool& pool, std::vector<float>& scratch);
 
+// Y[i, :] += scale · B · (A · X[i, :])          A [r, cols] f32, B [rows, r] f32, X [m, cols]
+// The low-rank update of a LoRA adapter, never forming B·A. `tmp` is scratch (m·r floats).
+void matmul_add_low_rank(const KernelTable& kt, const Matrix& a, const Matrix& b, float scale,
+                         const float* x, size_t m, float* y, ThreadPool& pool,
+                         std::vector<float>& tmp);
+
 // Sets OpenBLAS's own thread count (process-wide).
 void set_blas_threads(int n);
 

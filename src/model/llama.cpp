@@ -68,12 +68,34 @@ size_t LlamaState::kv_offset(const ModelConfig& c, int layer, int kv_head) const
            size_t(c.head_dim);
 }
 
+const char* slot_module_name(Slot slot) {
+    static const char* names[kSlotCount] = {"self_attn.q_proj", "self_attn.k_proj",
+                                            "self_attn.v_proj", "self_attn.o_proj",
+                                            "mlp.gate_proj",    "mlp.up_proj",
+                                            "mlp.down_proj"};
+    return names[slot];
+}
+
 namespace {
 
+// y[m, out] = x[m, in] · W^T, plus the low-rank terms of attached adapters.
+void linear(const kernels::KernelTable& kt, const kernels::Matrix& w,
+            const std::vector<LowRankTerm>* terms, const float* x, size_t m, float* y,
+            ThreadPool& pool, LlamaState& s) {
+    kernels::matmul(kt, w, x, m, y, pool, s.gemm_scratch);
+    if (!terms) return;
+    for (const LowRankTerm& t : *terms) {
+        kernels::matmul_add_low_rank(kt, t.a, t.b, t.scale, x, m, y, pool, s.lora_scratch);
+        if (t.b_bias) {
+            for (size_t i = 0; i < m; ++i) kt.axpy(t.scale, t.b_bias, y + i * w.rows, w.rows);
+        }
+    }
+}
+
 // One chunk of at most n_batch tokens through every layer; leaves the final hidden states in x.
-void forward_chunk(const ModelConfig& c, const LlamaWeights& w, LlamaState& s,
-                   const kernels::KernelTable& kt, ThreadPool& pool, const int32_t* tokens,
-                   size_t m, size_t pos0) {
+void forward_chunk(const ModelConfig& c, const LlamaWeights& w, const WeightOverrides& ov,
+                   LlamaState& s, const kernels::KernelTable& kt, ThreadPool& pool,
+                   const int32_t* tokens, size_t m, size_t pos0) {
     const size_t hidden = size_t(c.hidden_size), ffn = size_t(c.intermediate_size);
     const size_t hd = size_t(c.head_dim), n_heads = size_t(c.num_attention_heads);
     const size_t n_kv_heads = size_t(c.num_key_value_heads), group = n_heads / n_kv_heads;
@@ -83,19 +105,25 @@ void forward_chunk(const ModelConfig& c, const LlamaWeights& w, LlamaState& s,
     float *att = s.att.data(), *gate = s.gate.data(), *up = s.up.data();
 
     // Token embeddings.
+    const kernels::Matrix& embed = ov.embed ? *ov.embed : w.embed;
     for (size_t i = 0; i < m; ++i) {
-        kt.rows_to_f32(w.embed, size_t(tokens[i]), size_t(tokens[i]) + 1, x + i * hidden);
+        kt.rows_to_f32(embed, size_t(tokens[i]), size_t(tokens[i]) + 1, x + i * hidden);
     }
 
     for (size_t l = 0; l < w.layers.size(); ++l) {
         const LayerWeights& L = w.layers[l];
+        // Adapter terms of this layer's linear layers (null when none are attached).
+        const auto lora = [&](Slot slot) -> const std::vector<LowRankTerm>* {
+            if (ov.layers.empty() || ov.layers[l][slot].empty()) return nullptr;
+            return &ov.layers[l][slot];
+        };
 
         // Attention block: x += Wo · attention(rope(Wq·h), rope(Wk·h), Wv·h), h = rmsnorm(x).
         for (size_t i = 0; i < m; ++i)
             kt.rmsnorm(x + i * hidden, L.attn_norm.data(), xb + i * hidden, hidden, eps);
-        kernels::matmul(kt, L.wq, xb, m, q, pool, s.gemm_scratch);
-        kernels::matmul(kt, L.wk, xb, m, k, pool, s.gemm_scratch);
-        kernels::matmul(kt, L.wv, xb, m, v, pool, s.gemm_scratch);
+        linear(kt, L.wq, lora(kQ), xb, m, q, pool, s);
+        linear(kt, L.wk, lora(kK), xb, m, k, pool, s);
+        linear(kt, L.wv, lora(kV), xb, m, v, pool, s);
         for (size_t i = 0; i < m; ++i) {
             const size_t pos = pos0 + i;
             const float* cos = s.rope_cos.data() + pos * half;
@@ -118,29 +146,29 @@ void forward_chunk(const ModelConfig& c, const LlamaWeights& w, LlamaState& s,
                                 pos0 + i + 1, hd, hd, scale, scores, att + i * q_dim + h * hd);
             }
         });
-        kernels::matmul(kt, L.wo, att, m, xb, pool, s.gemm_scratch);
+        linear(kt, L.wo, lora(kO), att, m, xb, pool, s);
         kt.add(x, xb, m * hidden);
 
         // Feed-forward block (SwiGLU): x += W_down · (silu(W_gate·h) ⊙ W_up·h), h = rmsnorm(x).
         for (size_t i = 0; i < m; ++i)
             kt.rmsnorm(x + i * hidden, L.ffn_norm.data(), xb + i * hidden, hidden, eps);
-        kernels::matmul(kt, L.w_gate, xb, m, gate, pool, s.gemm_scratch);
-        kernels::matmul(kt, L.w_up, xb, m, up, pool, s.gemm_scratch);
+        linear(kt, L.w_gate, lora(kGate), xb, m, gate, pool, s);
+        linear(kt, L.w_up, lora(kUp), xb, m, up, pool, s);
         kt.silu_mul(gate, up, m * ffn);
-        kernels::matmul(kt, L.w_down, gate, m, xb, pool, s.gemm_scratch);
+        linear(kt, L.w_down, lora(kDown), gate, m, xb, pool, s);
         kt.add(x, xb, m * hidden);
     }
 }
 
 }  // namespace
 
-void llama_forward(const ModelConfig& c, const LlamaWeights& w, LlamaState& s,
-                   const kernels::KernelTable& kt, ThreadPool& pool, const int32_t* tokens,
-                   size_t n, size_t pos0, float* logits, bool all_logits) {
+void llama_forward(const ModelConfig& c, const LlamaWeights& w, const WeightOverrides& ov,
+                   LlamaState& s, const kernels::KernelTable& kt, ThreadPool& pool,
+                   const int32_t* tokens, size_t n, size_t pos0, float* logits, bool all_logits) {
     const size_t hidden = size_t(c.hidden_size), vocab = size_t(c.vocab_size);
     for (size_t done = 0; done < n;) {
         const size_t m = std::min(n - done, size_t(s.n_batch));
-        forward_chunk(c, w, s, kt, pool, tokens + done, m, pos0 + done);
+        forward_chunk(c, w, ov, s, kt, pool, tokens + done, m, pos0 + done);
 
         // Final norm and LM head, for the rows the caller wants.
         const size_t first = all_logits ? 0 : m - 1;
@@ -152,7 +180,9 @@ void llama_forward(const ModelConfig& c, const LlamaWeights& w, LlamaState& s,
                            s.xb.data() + (i - first) * hidden, hidden, c.rms_norm_eps);
             }
             float* out = all_logits ? logits + done * vocab : logits;
-            kernels::matmul(kt, w.lm_head, s.xb.data(), rows, out, pool, s.gemm_scratch);
+            const kernels::Matrix& head = ov.lm_head_matrix ? *ov.lm_head_matrix : w.lm_head;
+            linear(kt, head, ov.lm_head.empty() ? nullptr : &ov.lm_head, s.xb.data(), rows, out,
+                   pool, s);
         }
         done += m;
     }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/kernels.hpp"
+#include "model/overrides.hpp"
 #include "model/weights.hpp"
 #include "stackllama/model.hpp"
 
@@ -30,14 +31,17 @@ struct LlamaState {
     std::vector<float> x, xb, q, k, v, att, gate, up;
     std::vector<float> scores;       // [n_threads][n_ctx]
     std::vector<float> gemm_scratch;  // widened weight tiles
+    std::vector<float> lora_scratch;  // A·x of low-rank terms
 
     size_t kv_offset(const ModelConfig& c, int layer, int kv_head) const;
 };
 
 // Runs tokens[0..n) at positions pos0.. through the model, appending their keys and values to the
 // cache, and writes logits: for every token ([n][vocab]) when all_logits, else for the last one.
+// `overrides` are the attached adapters' changes (empty for the base model).
 // The caller has checked ids and that pos0 + n <= n_ctx.
-void llama_forward(const ModelConfig& config, const LlamaWeights& weights, LlamaState& state,
+void llama_forward(const ModelConfig& config, const LlamaWeights& weights,
+                   const WeightOverrides& overrides, LlamaState& state,
                    const kernels::KernelTable& kt, ThreadPool& pool, const int32_t* tokens,
                    size_t n, size_t pos0, float* logits, bool all_logits);
 

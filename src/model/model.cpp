@@ -44,7 +44,8 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const ModelPar
     const std::string config_path = io::join_path(path, "config.json");
     if (!io::file_exists(config_path))
         throw Error(ErrorCode::io, "missing config.json in " + path);
-    impl->config = parse_model_config(io::read_json_file(config_path), config_path);
+    impl->raw_config = io::read_json_file(config_path);
+    impl->config = parse_model_config(impl->raw_config, config_path);
 
     impl->tensors = io::open_safetensors_dir(path);
     impl->weights = load_llama_weights(impl->tensors, impl->config);

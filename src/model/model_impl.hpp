@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 
+#include "io/json_file.hpp"
 #include "io/tensor_set.hpp"
 #include "model/weights.hpp"
 #include "stackllama/model.hpp"
@@ -13,6 +14,7 @@ namespace stackllama {
 
 struct Model::Impl {
     ModelConfig config;
+    io::Json raw_config;  // config.json as read, for save_pretrained
     std::string path;
     int n_threads = 1;
     io::TensorSet tensors;

@@ -1,0 +1,78 @@
+// merge_adapters: a new Model with LoRA updates folded into copies of the affected matrices.
+#include <cblas.h>
+
+#include <map>
+
+#include "adapter/adapter_impl.hpp"
+#include "kernels/isa.hpp"
+#include "model/model_impl.hpp"
+#include "util/log.hpp"
+
+namespace stackllama {
+
+std::shared_ptr<const Model> merge_adapters(std::shared_ptr<const Model> base,
+                                            const std::vector<AdapterRef>& adapters) {
+    if (!base) throw Error(ErrorCode::invalid_argument, "merge_adapters needs a model (got null)");
+    auto impl = std::make_unique<Model::Impl>(base->impl());  // shares the mapped weights
+    LlamaWeights& w = impl->weights;
+    const bool was_tied = impl->config.tie_word_embeddings;
+
+    // Each matrix touched gets one f32 copy; later adapters accumulate into the same copy.
+    std::map<kernels::Matrix*, std::shared_ptr<std::vector<float>>> copies;
+    auto writable = [&](kernels::Matrix& m) -> float* {
+        auto it = copies.find(&m);
+        if (it != copies.end()) return it->second->data();
+        auto buf = std::make_shared<std::vector<float>>(m.rows * m.cols);
+        kernels::active().rows_to_f32(m, 0, m.rows, buf->data());
+        w.matrix_bytes += buf->size() * sizeof(float) - m.bytes();
+        m = kernels::Matrix{kernels::WeightType::f32, buf->data(), m.rows, m.cols};
+        w.owners.push_back(buf);
+        copies[&m] = buf;
+        return buf->data();
+    };
+
+    for (const AdapterRef& ref : adapters) {
+        if (!ref.adapter) throw Error(ErrorCode::invalid_argument, "merge_adapters: null adapter");
+        check_adapter_fits(*ref.adapter, *base);
+        const Adapter::Impl& a = ref.adapter->impl();
+        for (const LoraModule& lm : a.loras) {
+            if (!lm.b_bias.empty()) {
+                throw Error(ErrorCode::unsupported,
+                            "adapter " + a.path + ": module " + lm.name +
+                                " has a lora_B bias, which cannot be merged into LLaMA's "
+                                "bias-free layer; attach the adapter instead");
+            }
+            kernels::Matrix* target = &w.lm_head;
+            if (lm.layer >= 0) {
+                LayerWeights& L = w.layers[size_t(lm.layer)];
+                kernels::Matrix* slots[kSlotCount] = {&L.wq,     &L.wk,   &L.wv,  &L.wo,
+                                                      &L.w_gate, &L.w_up, &L.w_down};
+                target = slots[lm.slot];
+            }
+            float* dst = writable(*target);
+            // W[out, in] += scale · s · B[out, r] · A[r, in], in f32.
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(target->rows),
+                        int(target->cols), lm.r, ref.scale * lm.s, lm.b.data(), lm.r,
+                        lm.a.data(), int(target->cols), 1.0f, dst, int(target->cols));
+        }
+        for (const auto& [name, sm] : a.saved) {
+            // The replacement lives in the adapter; the merged model keeps the adapter alive.
+            std::shared_ptr<const void> keep(ref.adapter, sm.data.data());
+            if (name == "lm_head") {
+                w.lm_head = sm.m;
+            } else if (name == "model.embed_tokens") {
+                w.embed = sm.m;
+            } else {
+                log::warn("merge_adapters: " + a.path + " saves module " + name +
+                          ", which a causal LM does not use; not merged");
+                continue;
+            }
+            w.owners.push_back(keep);
+        }
+    }
+    // A head that no longer shares the embedding's bytes is untied.
+    if (was_tied && (w.lm_head.data != w.embed.data)) impl->config.tie_word_embeddings = false;
+    return std::make_shared<const Model>(std::move(impl));
+}
+
+}  // namespace stackllama
