@@ -59,6 +59,13 @@ Options parse_args(const std::vector<std::string>& args) {
         } else if (a == "-c" || a == "--ctx-size") {
             o.ctx_size = to_int(a, value());
             if (o.ctx_size < 0) throw std::invalid_argument("--ctx-size must be >= 0");
+        } else if (a == "--lora") {
+            o.loras.push_back({value(), 1.0f});
+        } else if (a == "--lora-scaled") {
+            std::string dir = value();
+            o.loras.push_back({dir, to_float(a, value())});
+        } else if (a == "--lora-merge") {
+            o.lora_merge = true;
         } else if (a == "--raw") {
             o.raw = true;
         } else if (a == "--tokenize") {
@@ -72,6 +79,8 @@ Options parse_args(const std::vector<std::string>& args) {
         }
     }
     if (!o.help && o.model.empty()) throw std::invalid_argument("-m/--model DIR is required");
+    if (o.lora_merge && o.loras.empty())
+        throw std::invalid_argument("--lora-merge needs at least one --lora or --lora-scaled");
     return o;
 }
 
@@ -91,6 +100,10 @@ std::string usage(const std::string& program) {
            "      --tokenize        print the ids that would be fed to the model (BOS rules\n"
            "                        applied, template unless --raw) as a JSON array, and exit;\n"
            "                        loads only the tokenizer files\n"
+           "      --lora DIR        apply a PEFT LoRA adapter directory (repeatable)\n"
+           "      --lora-scaled DIR S  apply an adapter with its scale multiplied by S\n"
+           "      --lora-merge      merge the adapters into the weights at load instead of\n"
+           "                        applying them at run time\n"
            "  -t, --threads N       threads (default: all cores)\n"
            "  -c, --ctx-size N      context length (default: the model's maximum)\n"
            "  -v, --verbose         print load and speed figures on stderr\n"

@@ -6,6 +6,11 @@
 
 namespace stackllama_cli {
 
+struct LoraArg {
+    std::string dir;
+    float scale = 1.0f;
+};
+
 struct Options {
     std::string model;      // -m, --model DIR
     std::string prompt;     // -p, --prompt TEXT
@@ -16,6 +21,8 @@ struct Options {
     bool tokenize = false;  // --tokenize         (print the prompt's ids as JSON and exit)
     int threads = 0;        // -t, --threads N    (0 = all cores)
     int ctx_size = 0;       // -c, --ctx-size N   (0 = the model's max_position_embeddings)
+    std::vector<LoraArg> loras;  // --lora DIR, --lora-scaled DIR SCALE (repeatable)
+    bool lora_merge = false;     // --lora-merge: merge at load instead of applying at run time
     bool verbose = false;   // -v, --verbose
     bool help = false;      // -h, --help
 };

@@ -25,9 +25,17 @@ int run(const stackllama_cli::Options& o) {
     mp.n_threads = o.threads;
     mp.verbose = o.verbose;
     auto model = stackllama::Model::load(o.model, mp);
+    std::vector<stackllama::AdapterRef> adapters;
+    for (const auto& l : o.loras)
+        adapters.push_back({stackllama::Adapter::load(model, l.dir), l.scale});
+    if (o.lora_merge) {
+        model = stackllama::merge_adapters(model, adapters);
+        adapters.clear();
+    }
     stackllama::GeneratorParams gp;
     gp.n_ctx = o.ctx_size;
     stackllama::Generator gen(model, gp);
+    for (const auto& a : adapters) gen.attach(a.adapter, a.scale);
 
     std::vector<int32_t> prompt = model->tokenizer().encode(text, true);
     stackllama::GenerationConfig cfg;
