@@ -34,6 +34,7 @@ std::string fixture_dir() { return STACKLLAMA_FIXTURE_DIR; }
 std::string source_dir() { return STACKLLAMA_SOURCE_DIR; }
 std::string python() { return STACKLLAMA_PYTHON; }
 std::string cli_path() { return STACKLLAMA_CLI; }
+std::string converter_path() { return STACKLLAMA_CONVERT; }
 std::string tiny_model() { return STACKLLAMA_TINY_MODEL; }
 
 std::string read_file(const std::string& path) {

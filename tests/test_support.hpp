@@ -17,6 +17,7 @@ std::string fixture_dir();
 std::string source_dir();
 std::string python();
 std::string cli_path();
+std::string converter_path();  // stackllama-convert
 // The build's default model (random weights, own tokenizer), or "" when not built.
 std::string tiny_model();
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,7 +21,7 @@ STACKLLAMA_API const char* dtype_name(DType t) noexcept;
 
 // The fields of config.json that the forward pass uses.
 struct ModelConfig {
-    std::string architecture;  // "LlamaForCausalLM"
+    std::string architecture;  // "LlamaForCausalLM" or "LlamaForSequenceClassification"
     int hidden_size = 0;
     int intermediate_size = 0;
     int num_hidden_layers = 0;
@@ -36,18 +37,33 @@ struct ModelConfig {
     std::vector<int32_t> eos_token_ids;     // config's eos_token_id (int or list)
     int32_t pad_token_id = -1;
     std::string name_or_path;               // _name_or_path, informative
+    // LlamaForSequenceClassification (a reward model): outputs of its score head (len(id2label),
+    // or num_labels; 2 when neither is given, as transformers). 0 for a causal LM.  (since 0.2)
+    int num_labels = 0;
 };
 
 struct ModelParams {
-    int n_threads = 0;           // 0 = all hardware threads
-    bool load_tokenizer = true;  // false: weights only (the tokenizer files may be absent)
-    bool verbose = false;        // load log on stderr
+    int n_threads = 0;             // 0 = all hardware threads
+    bool load_tokenizer = true;    // false: weights only (the tokenizer files may be absent)
+    bool verbose = false;          // load log on stderr
+    bool verify_checksums = true;  // native files: check every tensor's XXH64 at load
+};
+
+// How Model::save_native writes the native file.
+struct NativeSaveOptions {
+    bool convert = false;  // store the matrices as `type` (f32, f16, bf16)
+    DType type = DType::f16;
+    int zstd_level = 0;    // 0 = uncompressed; 1..19 = zstd level for tensor data
+    int n_threads = 0;     // compression threads; 0 = all cores
+    // Called after each tensor with bytes of tensor data written so far and in all.
+    std::function<void(uint64_t done, uint64_t total)> progress;
 };
 
 class STACKLLAMA_API Model {
 public:
-    // Loads a model directory: config.json, model.safetensors or model.safetensors.index.json
-    // shards, and (with params.load_tokenizer, when tokenizer.model exists) the tokenizer.
+    // Loads a model directory (config.json, model.safetensors or model.safetensors.index.json
+    // shards, and with params.load_tokenizer the tokenizer), or a native file written by
+    // save_native / stackllama-convert.
     // Weights stay memory-mapped in their stored dtype. Throws Error naming the file and the
     // field or tensor at fault.
     static std::shared_ptr<const Model> load(const std::string& path,
@@ -68,6 +84,10 @@ public:
     // its storage type in memory, so merged matrices are f32) and, when the model has them, the
     // tokenizer files. The directory is created if needed. Error(io) naming the path on failure.
     void save_pretrained(const std::string& dir) const;
+
+    // Writes the model (config, tokenizer, every tensor) as one native file, loadable by
+    // Model::load. Written to PATH.tmp and renamed, so a failure leaves no damaged file.
+    void save_native(const std::string& path, const NativeSaveOptions& options = {}) const;
 
     bool has_tokenizer() const noexcept;
     // Throws Error when the model was loaded without its tokenizer.

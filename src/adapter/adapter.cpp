@@ -1,3 +1,5 @@
+#include <climits>
+#include <cmath>
 #include <cstring>
 #include <regex>
 
@@ -6,9 +8,7 @@
 #include "io/json_file.hpp"
 #include "io/mmap_file.hpp"
 #include "io/safetensors.hpp"
-#ifdef STACKLLAMA_HAVE_TORCH_BIN
 #include "io/torch_bin.hpp"
-#endif
 #include "util/log.hpp"
 
 namespace stackllama {
@@ -23,22 +23,29 @@ std::string shape_str(std::initializer_list<int64_t> dims) {
 }
 
 std::vector<float> to_f32(const io::TensorInfo& t) {
+    if (t.dtype != io::TensorDType::F32 && t.dtype != io::TensorDType::F16 &&
+        t.dtype != io::TensorDType::BF16) {
+        throw Error(ErrorCode::unsupported, "tensor " + t.name + " in " + t.file + " has dtype " +
+                                                io::dtype_str(t.dtype) +
+                                                "; adapters must be F32, F16 or BF16");
+    }
     std::vector<float> out(t.numel());
     for (size_t i = 0; i < out.size(); ++i) {
-        switch (t.dtype) {
-            case io::TensorDType::F32: std::memcpy(&out[i], t.data + 4 * i, 4); break;
-            case io::TensorDType::F16:
-            case io::TensorDType::BF16: {
-                uint16_t h;
-                std::memcpy(&h, t.data + 2 * i, 2);
-                out[i] = t.dtype == io::TensorDType::F16 ? kernels::f16_to_f32(h)
-                                                         : kernels::bf16_to_f32(h);
-                break;
-            }
-            default:
-                throw Error(ErrorCode::unsupported, "tensor " + t.name + " in " + t.file +
-                                                        " has dtype " + io::dtype_str(t.dtype) +
-                                                        "; adapters must be F32, F16 or BF16");
+        if (t.dtype == io::TensorDType::F32) {
+            std::memcpy(&out[i], t.data + 4 * i, 4);
+        } else {
+            uint16_t h;
+            std::memcpy(&h, t.data + 2 * i, 2);
+            out[i] = t.dtype == io::TensorDType::F16 ? kernels::f16_to_f32(h)
+                                                     : kernels::bf16_to_f32(h);
+        }
+        // Every value is read here anyway, so a NaN or infinity is reported now, naming the
+        // tensor, rather than spreading silently through every generated token.
+        if (!std::isfinite(out[i])) {
+            throw Error(ErrorCode::format, "tensor " + t.name + " in " + t.file + " holds " +
+                                               (std::isnan(out[i]) ? "NaN" : "an infinity") +
+                                               " at element " + std::to_string(i) +
+                                               " (a damaged or diverged adapter)");
         }
     }
     return out;
@@ -68,10 +75,19 @@ Key parse_key(const std::string& full, const std::string& file) {
                                            "writes adapter keys");
     }
     const std::string rest = full.substr(prefix.size());
-    static const std::regex lora_re(R"(^(.+)\.(lora_A|lora_B)(\.[^.]+)?\.(weight|bias)$)");
-    static const std::regex emb_re(R"(^(.+)\.(lora_embedding_A|lora_embedding_B)(\.[^.]+)?$)");
-    static const std::regex saved_re(R"(^(.+)\.modules_to_save\.[^.]+\.(weight|bias)$)");
-    static const std::regex plain_re(R"(^(.+)\.(weight|bias)$)");
+    // Names come from the file; PEFT's are under 100 bytes. The bound keeps messages short.
+    if (full.size() > 1024) {
+        throw Error(ErrorCode::format, "a tensor name of " + std::to_string(full.size()) +
+                                           " bytes in " + file + " (" + full.substr(0, 80) +
+                                           "...) is not a PEFT adapter key");
+    }
+    static const std::regex lora_re =
+        peft_regex(R"(^(.+)\.(lora_A|lora_B)(\.[^.]+)?\.(weight|bias)$)");
+    static const std::regex emb_re =
+        peft_regex(R"(^(.+)\.(lora_embedding_A|lora_embedding_B)(\.[^.]+)?$)");
+    static const std::regex saved_re =
+        peft_regex(R"(^(.+)\.modules_to_save\.[^.]+\.(weight|bias)$)");
+    static const std::regex plain_re = peft_regex(R"(^(.+)\.(weight|bias)$)");
     std::smatch m;
     if (std::regex_match(rest, m, lora_re)) return {m[1], m[2], m[4]};
     if (std::regex_match(rest, m, emb_re)) {
@@ -91,10 +107,14 @@ bool locate(const std::string& module, int* layer, Slot* slot) {
         *layer = -1;
         return true;
     }
-    static const std::regex re(R"(^model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)$)");
+    static const std::regex re = peft_regex(
+        R"(^model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)$)");
     std::smatch m;
     if (!std::regex_match(module, m, re)) return false;
-    *layer = std::stoi(m[1].str());
+    // A number past INT32_MAX is -1 here and then "not a layer of the model" (never an
+    // std::out_of_range escaping as something other than stackllama::Error).
+    *layer = parse_layer_number(m[1].str());
+    if (*layer < 0) *layer = INT32_MAX;
     for (int s = 0; s < kSlotCount; ++s)
         if (m[2].str() == slot_module_name(Slot(s))) *slot = Slot(s);
     return true;
@@ -127,12 +147,8 @@ io::TensorSet open_adapter_weights(const std::string& dir) {
         io::read_safetensors(st, set);
         set.origin = st;
     } else if (io::file_exists(bin)) {
-#ifdef STACKLLAMA_HAVE_TORCH_BIN
         io::read_torch_bin(bin, set);
         set.origin = bin;
-#else
-        throw Error(ErrorCode::unsupported, bin + ": PyTorch .bin adapters are not supported yet");
-#endif
     } else {
         throw Error(ErrorCode::io, "no adapter weights in " + dir +
                                        ": expected adapter_model.safetensors or "
@@ -260,7 +276,9 @@ std::shared_ptr<const Adapter> Adapter::load(std::shared_ptr<const Model> model,
         }
         if (lm.layer >= mc.num_hidden_layers) {
             throw Error(ErrorCode::format, "tensor " + p.a->name + " in " + p.a->file +
-                                               " is for layer " + std::to_string(lm.layer) +
+                                               " is for layer " +
+                                               (lm.layer == INT32_MAX ? std::string("(out of range)")
+                                                                      : std::to_string(lm.layer)) +
                                                ", but the model has " +
                                                std::to_string(mc.num_hidden_layers) + " layers");
         }

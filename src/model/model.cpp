@@ -2,7 +2,9 @@
 
 #include "io/json_file.hpp"
 #include "io/mmap_file.hpp"
+#include "io/native_file.hpp"
 #include "io/safetensors.hpp"
+#include "io/torch_bin.hpp"
 #include "kernels/isa.hpp"
 #include "model/config.hpp"
 #include "model/model_impl.hpp"
@@ -21,6 +23,88 @@ const char* dtype_name(DType t) noexcept {
     return "?";
 }
 
+namespace {
+
+// Small JSON files beside the weights that a saved copy should carry along.
+constexpr const char* kExtraFiles[] = {"tokenizer_config.json", "special_tokens_map.json",
+                                       "generation_config.json"};
+
+void check_tokenizer_fits(const Model::Impl& impl, const std::string& origin) {
+    if (impl.tokenizer && impl.tokenizer->n_vocab() > impl.config.vocab_size) {
+        throw Error(ErrorCode::format,
+                    origin + " has " + std::to_string(impl.tokenizer->n_vocab()) +
+                        " pieces but config.json's vocab_size is " +
+                        std::to_string(impl.config.vocab_size));
+    }
+}
+
+void load_directory(Model::Impl& impl, const ModelParams& params) {
+    const std::string& path = impl.path;
+    const std::string config_path = io::join_path(path, "config.json");
+    if (!io::file_exists(config_path))
+        throw Error(ErrorCode::io, "missing config.json in " + path);
+    impl.raw_config = io::read_json_file(config_path);
+    impl.config = parse_model_config(impl.raw_config, config_path);
+    impl.extra_files = io::Json::object();
+    for (const char* f : kExtraFiles) {
+        const std::string p = io::join_path(path, f);
+        if (io::file_exists(p)) impl.extra_files[f] = io::read_json_file(p);
+    }
+
+    // safetensors first (as transformers prefers it), then PyTorch .bin checkpoints.
+    const bool has_safetensors = io::file_exists(io::join_path(path, "model.safetensors")) ||
+                                 io::file_exists(io::join_path(path, "model.safetensors.index.json"));
+    const bool has_bin = io::file_exists(io::join_path(path, "pytorch_model.bin")) ||
+                         io::file_exists(io::join_path(path, "pytorch_model.bin.index.json"));
+    if (!has_safetensors && has_bin) {
+        impl.tensors = io::open_torch_bin_dir(path);
+    } else if (!has_safetensors) {
+        throw Error(ErrorCode::io, "no weights in " + path +
+                                       ": expected model.safetensors, "
+                                       "model.safetensors.index.json, pytorch_model.bin or "
+                                       "pytorch_model.bin.index.json");
+    } else {
+        impl.tensors = io::open_safetensors_dir(path);
+    }
+    impl.weights = load_llama_weights(impl.tensors, impl.config);
+
+    if (params.load_tokenizer) {
+        const std::string tok_path = io::join_path(path, "tokenizer.model");
+        if (!io::file_exists(tok_path)) {
+            throw Error(ErrorCode::io, "missing tokenizer.model in " + path +
+                                           " (load with load_tokenizer = false for weights only)");
+        }
+        impl.tokenizer = Tokenizer::load(path);
+        check_tokenizer_fits(impl, tok_path);
+    }
+}
+
+void load_native_file(Model::Impl& impl, const ModelParams& params) {
+    const std::string& path = impl.path;
+    io::NativeReadOptions ro;
+    ro.verify_checksums = params.verify_checksums;
+    ro.n_threads = impl.n_threads;
+    io::NativeContents nc = io::read_native(path, ro);
+    impl.raw_config = nc.config;
+    impl.config = parse_model_config(nc.config, path + " (config)");
+    impl.extra_files = nc.extra_files.is_object() ? nc.extra_files : io::Json::object();
+    impl.tensors = std::move(nc.tensors);
+    impl.weights = load_llama_weights(impl.tensors, impl.config);
+    if (params.load_tokenizer) {
+        if (nc.tokenizer_model.empty())
+            throw Error(ErrorCode::format, path + " carries no tokenizer (load with "
+                                                  "load_tokenizer = false for weights only)");
+        const io::Json* tc = impl.extra_files.contains("tokenizer_config.json")
+                                 ? &impl.extra_files["tokenizer_config.json"]
+                                 : nullptr;
+        impl.tokenizer = Tokenizer::from_serialized(nc.tokenizer_model, tc ? tc->dump() : "",
+                                                    path);
+        check_tokenizer_fits(impl, path + " (tokenizer)");
+    }
+}
+
+}  // namespace
+
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
@@ -31,38 +115,16 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const ModelPar
         throw Error(ErrorCode::invalid_argument,
                     "n_threads must be 0 (all cores) or positive, got " +
                         std::to_string(params.n_threads));
-    if (!io::dir_exists(path)) {
-        if (io::file_exists(path))
-            throw Error(ErrorCode::unsupported,
-                        path + " is a file; stackllama loads a Hugging Face model directory");
-        throw Error(ErrorCode::io, "model directory " + path + " does not exist");
-    }
     auto impl = std::make_unique<Impl>();
     impl->path = path;
     impl->n_threads = params.n_threads > 0 ? params.n_threads : ThreadPool::default_threads();
 
-    const std::string config_path = io::join_path(path, "config.json");
-    if (!io::file_exists(config_path))
-        throw Error(ErrorCode::io, "missing config.json in " + path);
-    impl->raw_config = io::read_json_file(config_path);
-    impl->config = parse_model_config(impl->raw_config, config_path);
-
-    impl->tensors = io::open_safetensors_dir(path);
-    impl->weights = load_llama_weights(impl->tensors, impl->config);
-
-    if (params.load_tokenizer) {
-        const std::string tok_path = io::join_path(path, "tokenizer.model");
-        if (!io::file_exists(tok_path)) {
-            throw Error(ErrorCode::io, "missing tokenizer.model in " + path +
-                                           " (load with load_tokenizer = false for weights only)");
-        }
-        impl->tokenizer = Tokenizer::load(path);
-        if (impl->tokenizer->n_vocab() > impl->config.vocab_size) {
-            throw Error(ErrorCode::format,
-                        tok_path + " has " + std::to_string(impl->tokenizer->n_vocab()) +
-                            " pieces but config.json's vocab_size is " +
-                            std::to_string(impl->config.vocab_size));
-        }
+    if (io::dir_exists(path)) {
+        load_directory(*impl, params);
+    } else if (io::file_exists(path)) {
+        load_native_file(*impl, params);
+    } else {
+        throw Error(ErrorCode::io, "model path " + path + " does not exist");
     }
 
     const double ms = std::chrono::duration<double, std::milli>(

@@ -14,7 +14,8 @@ namespace stackllama {
 
 struct Model::Impl {
     ModelConfig config;
-    io::Json raw_config;  // config.json as read, for save_pretrained
+    io::Json raw_config;   // config.json as read, for saving
+    io::Json extra_files;  // {"tokenizer_config.json": {...}, ...} as read, for saving
     std::string path;
     int n_threads = 1;
     io::TensorSet tensors;

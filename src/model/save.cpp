@@ -1,4 +1,5 @@
-// Model::save_pretrained: the model as a Hugging Face directory.
+// Saving a Model: as a Hugging Face directory (save_pretrained) or as one native file
+// (save_native). Both write the same tensors under the same Hugging Face names.
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -6,9 +7,11 @@
 #include <fstream>
 
 #include "io/mmap_file.hpp"
+#include "io/native_file.hpp"
 #include "io/safetensors_writer.hpp"
 #include "model/model_impl.hpp"
 #include "stackllama/error.hpp"
+#include "util/thread_pool.hpp"
 
 namespace stackllama {
 
@@ -23,13 +26,40 @@ io::TensorDType tensor_dtype(kernels::WeightType t) {
     return io::TensorDType::F32;
 }
 
+struct NamedTensor {
+    std::string name;
+    const kernels::Matrix* matrix = nullptr;  // a weight matrix, or
+    const std::vector<float>* vector = nullptr;  // a norm vector (f32)
+};
+
+// Every tensor of the model under its Hugging Face name, in checkpoint order.
+std::vector<NamedTensor> model_tensors(const Model::Impl& m) {
+    const LlamaWeights& w = m.weights;
+    std::vector<NamedTensor> out;
+    out.push_back({"model.embed_tokens.weight", &w.embed, nullptr});
+    for (size_t l = 0; l < w.layers.size(); ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        const LayerWeights& L = w.layers[l];
+        out.push_back({p + "input_layernorm.weight", nullptr, &L.attn_norm});
+        out.push_back({p + "self_attn.q_proj.weight", &L.wq, nullptr});
+        out.push_back({p + "self_attn.k_proj.weight", &L.wk, nullptr});
+        out.push_back({p + "self_attn.v_proj.weight", &L.wv, nullptr});
+        out.push_back({p + "self_attn.o_proj.weight", &L.wo, nullptr});
+        out.push_back({p + "post_attention_layernorm.weight", nullptr, &L.ffn_norm});
+        out.push_back({p + "mlp.gate_proj.weight", &L.w_gate, nullptr});
+        out.push_back({p + "mlp.up_proj.weight", &L.w_up, nullptr});
+        out.push_back({p + "mlp.down_proj.weight", &L.w_down, nullptr});
+    }
+    out.push_back({"model.norm.weight", nullptr, &w.final_norm});
+    if (!m.config.tie_word_embeddings) out.push_back({"lm_head.weight", &w.lm_head, nullptr});
+    return out;
+}
+
 void make_dirs(const std::string& dir) {
-    std::string partial;
-    for (size_t i = 0; i <= dir.size(); ++i) {
+    for (size_t i = 1; i <= dir.size(); ++i) {
         if (i == dir.size() || dir[i] == '/') {
-            partial = dir.substr(0, i);
-            if (!partial.empty() && !io::dir_exists(partial) && mkdir(partial.c_str(), 0755) != 0 &&
-                errno != EEXIST)
+            const std::string partial = dir.substr(0, i);
+            if (!io::dir_exists(partial) && mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST)
                 throw Error(ErrorCode::io, "cannot create " + partial + ": " + std::strerror(errno));
         }
     }
@@ -41,52 +71,93 @@ void write_text(const std::string& path, const std::string& text) {
     if (!out) throw Error(ErrorCode::io, "cannot write " + path);
 }
 
+io::Json config_for_save(const Model::Impl& m, bool any_f32) {
+    io::Json config = m.raw_config;
+    config["tie_word_embeddings"] = m.config.tie_word_embeddings;
+    if (any_f32) config["torch_dtype"] = "float32";
+    return config;
+}
+
 }  // namespace
 
 void Model::save_pretrained(const std::string& dir) const {
     const Impl& m = *impl_;
     make_dirs(dir);
-    const LlamaWeights& w = m.weights;
     std::vector<io::TensorToWrite> out;
     bool any_f32 = false;
-    auto matrix = [&](const std::string& name, const kernels::Matrix& x) {
-        any_f32 = any_f32 || x.type == kernels::WeightType::f32;
-        out.push_back({name, tensor_dtype(x.type), {int64_t(x.rows), int64_t(x.cols)}, x.data});
-    };
-    auto vec = [&](const std::string& name, const std::vector<float>& v) {
-        out.push_back({name, io::TensorDType::F32, {int64_t(v.size())}, v.data()});
-    };
-    matrix("model.embed_tokens.weight", w.embed);
-    for (size_t l = 0; l < w.layers.size(); ++l) {
-        const std::string p = "model.layers." + std::to_string(l) + ".";
-        const LayerWeights& L = w.layers[l];
-        vec(p + "input_layernorm.weight", L.attn_norm);
-        matrix(p + "self_attn.q_proj.weight", L.wq);
-        matrix(p + "self_attn.k_proj.weight", L.wk);
-        matrix(p + "self_attn.v_proj.weight", L.wv);
-        matrix(p + "self_attn.o_proj.weight", L.wo);
-        vec(p + "post_attention_layernorm.weight", L.ffn_norm);
-        matrix(p + "mlp.gate_proj.weight", L.w_gate);
-        matrix(p + "mlp.up_proj.weight", L.w_up);
-        matrix(p + "mlp.down_proj.weight", L.w_down);
-    }
-    vec("model.norm.weight", w.final_norm);
-    if (!m.config.tie_word_embeddings) matrix("lm_head.weight", w.lm_head);
-
-    io::Json config = m.raw_config;
-    config["tie_word_embeddings"] = m.config.tie_word_embeddings;
-    if (any_f32) config["torch_dtype"] = "float32";
-    write_text(io::join_path(dir, "config.json"), config.dump(2) + "\n");
-    io::write_safetensors(io::join_path(dir, "model.safetensors"), out);
-
-    if (m.tokenizer) {
-        write_text(io::join_path(dir, "tokenizer.model"), m.tokenizer->serialized_model());
-        for (const char* f : {"tokenizer_config.json", "special_tokens_map.json",
-                              "generation_config.json"}) {
-            const std::string src = io::join_path(m.path, f);
-            if (io::file_exists(src)) write_text(io::join_path(dir, f), io::read_text_file(src));
+    for (const NamedTensor& t : model_tensors(m)) {
+        if (t.matrix) {
+            const kernels::Matrix& x = *t.matrix;
+            any_f32 = any_f32 || x.type == kernels::WeightType::f32;
+            out.push_back({t.name, tensor_dtype(x.type), {int64_t(x.rows), int64_t(x.cols)}, x.data});
+        } else {
+            out.push_back({t.name, io::TensorDType::F32, {int64_t(t.vector->size())},
+                           t.vector->data()});
         }
     }
+    write_text(io::join_path(dir, "config.json"), config_for_save(m, any_f32).dump(2) + "\n");
+    io::write_safetensors(io::join_path(dir, "model.safetensors"), out);
+    if (m.tokenizer) {
+        write_text(io::join_path(dir, "tokenizer.model"), m.tokenizer->serialized_model());
+        for (auto it = m.extra_files.begin(); it != m.extra_files.end(); ++it)
+            write_text(io::join_path(dir, it.key()), it.value().dump(2) + "\n");
+    }
+}
+
+void Model::save_native(const std::string& path, const NativeSaveOptions& options) const {
+    const Impl& m = *impl_;
+    if (options.zstd_level < 0 || options.zstd_level > 19)
+        throw Error(ErrorCode::invalid_argument, "zstd_level must be 0..19, got " +
+                                                     std::to_string(options.zstd_level));
+    std::vector<io::NativeTensor> tensors;
+    bool any_f32 = false;
+    for (const NamedTensor& t : model_tensors(m)) {
+        io::NativeTensor nt;
+        nt.name = t.name;
+        if (t.vector) {
+            nt.dtype = io::TensorDType::F32;
+            nt.shape = {int64_t(t.vector->size())};
+            nt.nbytes = t.vector->size() * sizeof(float);
+            nt.data = t.vector->data();
+        } else {
+            const kernels::Matrix& x = *t.matrix;
+            nt.shape = {int64_t(x.rows), int64_t(x.cols)};
+            const kernels::WeightType want =
+                options.convert ? static_cast<kernels::WeightType>(options.type) : x.type;
+            nt.dtype = tensor_dtype(want);
+            nt.nbytes = x.rows * x.cols * kernels::weight_type_size(want);
+            any_f32 = any_f32 || want == kernels::WeightType::f32;
+            if (want == x.type) {
+                nt.data = x.data;
+            } else {
+                // Widen to f32, then narrow with round-to-nearest-even.
+                nt.produce = [&x, want]() {
+                    std::vector<float> f(x.rows * x.cols);
+                    kernels::active().rows_to_f32(x, 0, x.rows, f.data());
+                    std::vector<uint8_t> bytes(f.size() * kernels::weight_type_size(want));
+                    if (want == kernels::WeightType::f32) {
+                        std::memcpy(bytes.data(), f.data(), bytes.size());
+                    } else {
+                        auto* h = reinterpret_cast<uint16_t*>(bytes.data());
+                        for (size_t i = 0; i < f.size(); ++i)
+                            h[i] = want == kernels::WeightType::f16 ? kernels::f32_to_f16(f[i])
+                                                                    : kernels::f32_to_bf16(f[i]);
+                    }
+                    return bytes;
+                };
+            }
+        }
+        tensors.push_back(std::move(nt));
+    }
+    io::NativeWriteOptions wo;
+    wo.zstd_level = options.zstd_level;
+    wo.n_threads = options.n_threads > 0 ? options.n_threads : ThreadPool::default_threads();
+    wo.progress = options.progress;
+    io::Json config = config_for_save(m, any_f32);
+    if (options.convert && !any_f32)
+        config["torch_dtype"] = options.type == DType::bf16 ? "bfloat16" : "float16";
+    io::write_native(path, config, m.tokenizer ? m.tokenizer->serialized_model() : std::string(),
+                     io::Json(), m.extra_files, tensors, wo);
 }
 
 }  // namespace stackllama
