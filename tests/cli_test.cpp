@@ -89,3 +89,39 @@ TEST_CASE("cli: the quick start's default model answers a question") {
                               "-n", "24", "-t", "1"});
     CHECK(again.out == r.out);
 }
+
+TEST_CASE("cli: --lora, --lora-scaled and --lora-merge") {
+    const std::string dir = tiny_model();
+    if (dir.empty()) {
+        MESSAGE("SKIP: built with STACKLLAMA_BUILD_TINY_MODEL=OFF");
+        return;
+    }
+    TempDir t;
+    auto made = run_process({python(), source_dir() + "/tools/make_peft_adapter.py", t / "qv",
+                             "--base", dir, "--target-modules", "q_proj,v_proj", "-r", "16",
+                             "--lora-alpha", "32", "--strength", "2.0"});
+    INFO(made.err);
+    REQUIRE(made.exit_code == 0);
+    const std::vector<std::string> base{cli_path(), "-m", dir, "-p", "What is a LoRA adapter?",
+                                        "-n", "16"};
+    auto with = [&](std::vector<std::string> extra) {
+        std::vector<std::string> argv = base;
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        return run_process(argv);
+    };
+    auto plain = with({});
+    auto attached = with({"--lora", t / "qv"});
+    auto merged = with({"--lora", t / "qv", "--lora-merge"});
+    auto zero = with({"--lora-scaled", t / "qv", "0"});
+    INFO(attached.err);
+    CHECK(attached.exit_code == 0);
+    CHECK(merged.exit_code == 0);
+    CHECK(attached.out != plain.out);     // the adapter changes the answer
+    CHECK(merged.out == attached.out);    // merging gives the same greedy answer
+    CHECK(zero.out == plain.out);         // scale 0 is the base model
+    auto missing = with({"--lora", t / "nope"});
+    CHECK(missing.exit_code == 1);
+    CHECK(missing.err.find("nope") != std::string::npos);
+    auto lonely = run_process({cli_path(), "-m", dir, "--lora-merge"});
+    CHECK(lonely.exit_code == 2);
+}

@@ -1,5 +1,6 @@
 #include "io/safetensors.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <set>
 #include <sstream>
@@ -44,8 +45,18 @@ void read_safetensors(const std::string& path, TensorSet& set) {
     const uint64_t data_size = size - 8 - header_len;
 
     std::string_view header_text(reinterpret_cast<const char*>(file->data() + 8), header_len);
-    Json header = parse_json(header_text, path + " (safetensors header)");
+    // A name given twice would leave nlohmann-json keeping the last entry silently: refused.
+    Json header = parse_json(header_text, path + " (safetensors header)",
+                             /*reject_duplicate_keys=*/true);
     if (!header.is_object()) bad(path, "safetensors header is not a JSON object");
+
+    // Every entry is checked before any is added, so a failure leaves `set` unchanged.
+    std::vector<TensorInfo> found;
+    struct Span {
+        uint64_t begin, end;
+        const std::string* name;
+    };
+    std::vector<Span> spans;
 
     for (auto it = header.begin(); it != header.end(); ++it) {
         const std::string& name = it.key();
@@ -96,9 +107,29 @@ void read_safetensors(const std::string& path, TensorSet& set) {
         }
         info.data = data_start + begin;
         info.nbytes = end - begin;
-        set.add(std::move(info));
+        found.push_back(std::move(info));
     }
+    // Two tensors sharing bytes is corruption (the safetensors library refuses it too); empty
+    // tensors occupy nothing.
+    for (const TensorInfo& t : found) {
+        if (t.nbytes == 0) continue;
+        const uint64_t begin = uint64_t(t.data - data_start);
+        spans.push_back({begin, begin + t.nbytes, &t.name});
+    }
+    std::sort(spans.begin(), spans.end(),
+              [](const Span& a, const Span& b) { return a.begin < b.begin; });
+    for (size_t i = 1; i < spans.size(); ++i) {
+        if (spans[i].begin < spans[i - 1].end) {
+            bad(path, "tensor " + *spans[i].name + ": data_offsets [" +
+                          std::to_string(spans[i].begin) + ", " + std::to_string(spans[i].end) +
+                          "] overlap those of tensor " + *spans[i - 1].name + " [" +
+                          std::to_string(spans[i - 1].begin) + ", " +
+                          std::to_string(spans[i - 1].end) + "]");
+        }
+    }
+    // The map first: a failing add() (a name already in the set) leaves nothing dangling.
     set.keep_alive(file);
+    for (TensorInfo& t : found) set.add(std::move(t));
 }
 
 TensorSet open_safetensors_dir(const std::string& dir) {
@@ -106,7 +137,7 @@ TensorSet open_safetensors_dir(const std::string& dir) {
     const std::string single = join_path(dir, "model.safetensors");
     const std::string index = join_path(dir, "model.safetensors.index.json");
     if (file_exists(index)) {
-        Json j = read_json_file(index);
+        Json j = parse_json(read_text_file(index), index, /*reject_duplicate_keys=*/true);
         if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
             throw Error(ErrorCode::format, index + ": missing the \"weight_map\" object");
         std::set<std::string> shards;
@@ -130,7 +161,7 @@ TensorSet open_safetensors_dir(const std::string& dir) {
         }
         for (const auto& [name, shard] : expected) {
             const TensorInfo* t = set.find(name);
-            if (!t)
+            if (!t || t->file != join_path(dir, shard))
                 throw Error(ErrorCode::format, index + " maps tensor " + name + " to " + shard +
                                                    ", but that shard does not contain it");
         }
