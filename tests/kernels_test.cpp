@@ -1,5 +1,5 @@
 // Every ISA's kernel table against the plain-loop reference, on awkward sizes, for each weight
-// type; and the f16/bf16 conversions.
+// type (f32, f16, bf16 and the quantized q8, q4); and the f16/bf16 conversions.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -10,10 +10,17 @@
 #include "kernels/gemm.hpp"
 #include "kernels/isa.hpp"
 #include "kernels/kernels.hpp"
+#include "kernels/quant.hpp"
 #include "util/thread_pool.hpp"
 
 using namespace stackllama;
 using namespace stackllama::kernels;
+
+#ifdef STACKLLAMA_TEST_AVX512_EMULATED
+namespace stackllama::kernels {
+const KernelTable& table_avx512_emulated();
+}
+#endif
 
 namespace {
 
@@ -21,6 +28,11 @@ std::vector<const KernelTable*> supported_tables() {
     std::vector<const KernelTable*> t{&table_scalar()};
     if (isa_supported(Isa::avx2)) t.push_back(&table_avx2());
     if (isa_supported(Isa::avx512)) t.push_back(&table_avx512());
+#ifdef STACKLLAMA_TEST_AVX512_EMULATED
+    // The AVX-512 kernels compiled against SIMDe's portable intrinsics (tests/CMakeLists.txt), so
+    // their logic is tested on machines without AVX-512 too.
+    t.push_back(&table_avx512_emulated());
+#endif
     return t;
 }
 
@@ -185,4 +197,227 @@ TEST_CASE("ThreadPool covers every index once") {
         });
     }
     for (int h : hits) CHECK(h == 50);
+}
+
+// --- quantized weights (q8, q4) ---------------------------------------------------------------------
+//
+// Tolerances. The ISA tables compute Σ_b d_w[b]·d_x[b]·dot_b with dot_b an exact integer; only the
+// float additions are ordered differently from the reference (which sums in double), so
+//   |kt - ref_q| ≤ (nb + 8) · 2^-23 · Σ_i |w_i · x̂_i|        (x̂ = dequantized activations)
+// Against the dequantize-then-f32 product (x not quantized) the activation rounding adds at most
+// half a step per element:
+//   |kt - ref| ≤ Σ_b (d_x[b] / 2) · Σ_{i in b} |w_i|  +  the bound above.
+
+namespace {
+
+struct QuantMatrix {
+    std::vector<float> f32;     // the source
+    std::vector<uint8_t> data;  // the blocks
+    std::vector<float> deq;     // dequantized by the reference
+    Matrix m;
+    QuantMatrix(WeightType t, size_t rows, size_t cols, std::mt19937& rng) {
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        f32.resize(rows * cols);
+        for (auto& v : f32) v = nd(rng);
+        // A few rows with an outlier and an all-zero block, as real weights have.
+        if (rows > 2) {
+            f32[cols + 3] = 40.0f;
+            for (size_t c = 0; c < kQuantBlock; ++c) f32[2 * cols + c] = 0.0f;
+        }
+        data.resize(rows * row_bytes(t, cols));
+        quantize_rows(t, f32.data(), rows, cols, data.data());
+        m = Matrix{t, data.data(), rows, cols};
+        deq.resize(rows * cols);
+        table_reference().rows_to_f32(m, 0, rows, deq.data());
+    }
+};
+
+std::vector<float> dequantize_acts(const std::vector<BlockQ8A>& xq) {
+    std::vector<float> x(xq.size() * kQuantBlock);
+    for (size_t b = 0; b < xq.size(); ++b)
+        for (size_t i = 0; i < kQuantBlock; ++i) x[b * kQuantBlock + i] = xq[b].d * xq[b].q[i];
+    return x;
+}
+
+// Bounds for row r (see above).
+struct QuantBounds {
+    double order, act;
+};
+QuantBounds quant_bounds(const QuantMatrix& w, size_t r, const std::vector<BlockQ8A>& xq) {
+    const size_t n = w.m.cols, nb = n / kQuantBlock;
+    const std::vector<float> xd = dequantize_acts(xq);
+    double s = 0.0, a = 0.0;
+    for (size_t c = 0; c < n; ++c) {
+        s += std::fabs(double(w.deq[r * n + c]) * xd[c]);
+        a += std::fabs(double(w.deq[r * n + c])) * xq[c / kQuantBlock].d * 0.5;
+    }
+    const double order = double(nb + 8) * std::ldexp(1.0, -23) * s + 1e-30;
+    return {order, a + order + 1e-6};
+}
+
+}  // namespace
+
+TEST_CASE("quantized weights: every ISA against the reference") {
+    std::mt19937 rng(4321);
+    const KernelTable& ref = table_reference();
+    for (const KernelTable* kt : supported_tables()) {
+        CAPTURE(kt->name);
+        for (WeightType t : {WeightType::q8, WeightType::q4}) {
+            for (size_t cols : {32, 64, 96, 288, 4096}) {
+                CAPTURE(weight_type_name(t));
+                CAPTURE(cols);
+                const size_t rows = 13;  // groups of four rows and a tail
+                QuantMatrix w(t, rows, cols, rng);
+                auto x = random_vec(cols, rng);
+                x[1] = 0.0f;
+                if (cols >= 64) {
+                    for (size_t i = 32; i < 64; ++i) x[i] = 0.0f;  // an all-zero block
+                }
+
+                // Dequantization is exact in every table.
+                std::vector<float> rows_kt(5 * cols);
+                kt->rows_to_f32(w.m, 3, 8, rows_kt.data());
+                CHECK(std::memcmp(rows_kt.data(), w.deq.data() + 3 * cols, rows_kt.size() * 4) == 0);
+
+                // Activation blocks are bit-identical in every table.
+                const size_t nb = cols / kQuantBlock;
+                std::vector<BlockQ8A> xq(nb), xq_ref(nb);
+                kt->quantize_acts(x.data(), cols, xq.data());
+                ref.quantize_acts(x.data(), cols, xq_ref.data());
+                CHECK(std::memcmp(xq.data(), xq_ref.data(), nb * sizeof(BlockQ8A)) == 0);
+
+                std::vector<float> y(rows), y_q(rows), y_ref_q(rows), y_ref(rows);
+                kt->matvec_q(w.m, xq.data(), y_q.data(), 0, rows);
+                kt->matvec(w.m, x.data(), y.data(), 0, rows);
+                ref.matvec_q(w.m, xq_ref.data(), y_ref_q.data(), 0, rows);
+                ref.matvec(w.m, x.data(), y_ref.data(), 0, rows);
+                for (size_t r = 0; r < rows; ++r) {
+                    CAPTURE(r);
+                    const QuantBounds b = quant_bounds(w, r, xq_ref);
+                    CHECK(y_q[r] == y[r]);  // matvec is quantize_acts + matvec_q
+                    CHECK(std::fabs(double(y_q[r]) - y_ref_q[r]) <= b.order);
+                    CHECK(std::fabs(double(y[r]) - y_ref[r]) <= b.act);
+                }
+                // A row range that starts inside a group of four gives the same values.
+                std::vector<float> y_part(rows, -1.0f);
+                kt->matvec_q(w.m, xq.data(), y_part.data(), 5, 11);
+                for (size_t r = 5; r < 11; ++r) CHECK(std::fabs(y_part[r] - y_q[r]) <= 1e-5f * (1 + std::fabs(y_q[r])));
+            }
+        }
+    }
+}
+
+TEST_CASE("activation quantization rounds ties to even and keeps zero blocks zero") {
+    // max|x| = 127 makes the step exactly 1, so x·127/max = x and the halves are ties.
+    std::vector<float> x(64, 0.0f);
+    const float v[] = {127.0f, 2.5f, -3.5f, 0.5f, -0.5f, 1.5f, -126.5f, 3.49f};
+    std::memcpy(x.data(), v, sizeof v);
+    const int8_t want[] = {127, 2, -4, 0, 0, 2, -126, 3};
+    for (const KernelTable* kt : supported_tables()) {
+        CAPTURE(kt->name);
+        BlockQ8A xq[2];
+        kt->quantize_acts(x.data(), 64, xq);
+        CHECK(xq[0].d == 1.0f);
+        for (size_t i = 0; i < 8; ++i) CHECK(int(xq[0].q[i]) == int(want[i]));
+        int sum = 0;
+        for (size_t i = 0; i < 8; ++i) sum += want[i];
+        CHECK(xq[0].sum == sum);
+        CHECK(xq[1].d == 0.0f);
+        CHECK(xq[1].sum == 0);
+        for (size_t i = 0; i < kQuantBlock; ++i) CHECK(xq[1].q[i] == 0);
+    }
+}
+
+TEST_CASE("matmul and matvec with quantized weights (threads, widened tiles)") {
+    std::mt19937 rng(77);
+    ThreadPool pool(2);
+    const KernelTable& kt = active();
+    std::vector<float> scratch;
+    for (WeightType t : {WeightType::q8, WeightType::q4}) {
+        CAPTURE(weight_type_name(t));
+        QuantMatrix w(t, 3001, 96, rng);
+        for (size_t m : {1, 2, 7}) {
+            CAPTURE(m);
+            auto x = random_vec(m * 96, rng);
+            std::vector<float> y(m * 3001), y_ref(3001);
+            matmul(kt, w.m, x.data(), m, y.data(), pool, scratch);
+            for (size_t i = 0; i < m; ++i) {
+                std::vector<BlockQ8A> xq(3);
+                table_reference().quantize_acts(x.data() + i * 96, 96, xq.data());
+                table_reference().matvec(w.m, x.data() + i * 96, y_ref.data(), 0, 3001);
+                for (size_t r = 0; r < 3001; ++r) {
+                    // m == 1 quantizes x (matvec); m > 1 multiplies widened f32 tiles: both are
+                    // within the activation bound of the dequantized product.
+                    REQUIRE(std::fabs(double(y[i * 3001 + r]) - y_ref[r]) <=
+                            quant_bounds(w, r, xq).act);
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("matmul_q: batch-invariant, every ISA, against the reference") {
+    std::mt19937 rng(91);
+    const KernelTable& ref = table_reference();
+    for (const KernelTable* kt : supported_tables()) {
+        CAPTURE(kt->name);
+        for (WeightType t : {WeightType::q8, WeightType::q4}) {
+            CAPTURE(weight_type_name(t));
+            const size_t rows = 37, cols = 128, nb = cols / kQuantBlock;
+            QuantMatrix w(t, rows, cols, rng);
+            for (size_t m : {1, 2, 3, 4, 5, 9}) {
+                CAPTURE(m);
+                auto x = random_vec(m * cols, rng);
+                std::vector<BlockQ8A> xq(m * nb);
+                for (size_t i = 0; i < m; ++i)
+                    kt->quantize_acts(x.data() + i * cols, cols, xq.data() + i * nb);
+                const size_t ldy = rows + 3;
+                std::vector<float> y(m * ldy, -7.0f), y_ref(m * ldy, -7.0f);
+                kt->matmul_q(w.m, xq.data(), m, y.data(), ldy, 0, rows);
+                ref.matmul_q(w.m, xq.data(), m, y_ref.data(), ldy, 0, rows);
+                for (size_t i = 0; i < m; ++i) {
+                    std::vector<float> one(rows);
+                    kt->matvec_q(w.m, xq.data() + i * nb, one.data(), 0, rows);
+                    std::vector<BlockQ8A> xi(xq.begin() + i * nb, xq.begin() + (i + 1) * nb);
+                    for (size_t r = 0; r < rows; ++r) {
+                        CAPTURE(r);
+                        CHECK(y[i * ldy + r] == one[r]);  // bit-identical to the lone product
+                        CHECK(std::fabs(double(y[i * ldy + r]) - y_ref[i * ldy + r]) <=
+                              quant_bounds(w, r, xi).order);
+                    }
+                    for (size_t r = rows; r < ldy; ++r) CHECK(y[i * ldy + r] == -7.0f);  // untouched
+                }
+                // A range inside panels writes only its rows, with the same values.
+                std::vector<float> part(m * ldy, -7.0f);
+                kt->matmul_q(w.m, xq.data(), m, part.data(), ldy, 3, 29);
+                for (size_t i = 0; i < m; ++i) {
+                    for (size_t r = 0; r < ldy; ++r) {
+                        const bool in = r >= 3 && r < 29;
+                        CHECK(part[i * ldy + r] == (in ? y[i * ldy + r] : -7.0f));
+                    }
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("matmul with quantized weights: each row as its lone matvec, across threads") {
+    std::mt19937 rng(92);
+    ThreadPool pool(2);
+    std::vector<float> scratch;
+    for (const KernelTable* kt : supported_tables()) {
+        CAPTURE(kt->name);
+        for (WeightType t : {WeightType::q8, WeightType::q4}) {
+            QuantMatrix w(t, 1003, 256, rng);
+            const size_t m = 6;
+            auto x = random_vec(m * 256, rng);
+            std::vector<float> y(m * 1003), one(1003);
+            matmul(*kt, w.m, x.data(), m, y.data(), pool, scratch);
+            REQUIRE(matmul_uses_int8(*kt, w.m, m));
+            for (size_t i = 0; i < m; ++i) {
+                matvec(*kt, w.m, x.data() + i * 256, one.data(), pool);
+                for (size_t r = 0; r < 1003; ++r) REQUIRE(y[i * 1003 + r] == one[r]);
+            }
+        }
+    }
 }

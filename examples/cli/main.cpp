@@ -1,6 +1,8 @@
 // `stackllama`: answer a question with a LLaMA model, streaming the answer to stdout.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -8,6 +10,57 @@
 #include "stackllama/stackllama.hpp"
 
 namespace {
+
+// --best-of N: N answers sampled together with the policy (the -m model and its --lora
+// adapters), ranked by the reward model (--reward-model, or the same weights with the
+// --reward-lora adapters instead). The best answer goes to stdout; the ranking, with -v, to
+// stderr.
+int best_of(const stackllama_cli::Options& o, std::shared_ptr<const stackllama::Model> model,
+            stackllama::Generator& gen, const std::vector<stackllama::AdapterRef>& policy,
+            const std::string& text, stackllama::GenerationConfig cfg) {
+    cfg.num_return_sequences = o.best_of;
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<stackllama::ScoredAnswer> ranked;
+    if (!o.reward_model.empty()) {
+        stackllama::ModelParams mp;
+        mp.n_threads = o.threads;
+        mp.verbose = o.verbose;
+        auto reward_model = stackllama::Model::load(o.reward_model, mp);
+        stackllama::GeneratorParams gp;
+        gp.n_ctx = std::min(gen.n_ctx(), reward_model->config().max_position_embeddings);
+        stackllama::Generator rgen(reward_model, gp);
+        for (const auto& l : o.reward_loras)
+            rgen.attach(stackllama::Adapter::load(reward_model, l.dir), l.scale);
+        ranked = stackllama::best_of_n(gen, rgen, text, cfg);
+    } else {
+        std::vector<stackllama::AdapterRef> reward;
+        for (const auto& l : o.reward_loras)
+            reward.push_back({stackllama::Adapter::load(model, l.dir), l.scale});
+        ranked = stackllama::best_of_n(gen, policy, reward, text, cfg);
+    }
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const std::string& best = ranked.at(0).answer.text;
+    std::fwrite(best.data(), 1, best.size(), stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+    if (o.verbose) {
+        size_t tokens = 0;
+        for (size_t i = 0; i < ranked.size(); ++i) {
+            const auto& a = ranked[i];
+            tokens += a.answer.tokens.size();
+            std::string r;
+            for (float v : a.reward) r += (r.empty() ? "" : ", ") + std::to_string(v);
+            std::fprintf(stderr, "stackllama: #%zu: answer %zu (seed %llu), reward [%s], %zu tokens (%s)\n",
+                         i + 1, a.index, static_cast<unsigned long long>(a.answer.seed), r.c_str(),
+                         a.answer.tokens.size(),
+                         stackllama::finish_reason_name(a.answer.finish_reason));
+        }
+        std::fprintf(stderr, "stackllama: best of %zu: %zu new tokens, generated and scored in %.3f s\n",
+                     ranked.size(), tokens, s);
+    }
+    return 0;
+}
 
 int run(const stackllama_cli::Options& o) {
     const std::string text = o.raw ? o.prompt : stackllama_cli::wrap_question(o.prompt);
@@ -39,7 +92,18 @@ int run(const stackllama_cli::Options& o) {
 
     std::vector<int32_t> prompt = model->tokenizer().encode(text, true);
     stackllama::GenerationConfig cfg;
-    cfg.temperature = o.temp;
+    cfg.do_sample = o.temp > 0.0f;
+    cfg.temperature = o.temp > 0.0f ? o.temp : 1.0f;
+    cfg.top_k = o.top_k;
+    cfg.top_p = o.top_p;
+    cfg.min_p = o.min_p;
+    cfg.repetition_penalty = o.repeat_penalty;
+    if (o.seed_set) cfg.seed = o.seed;
+    cfg.stop_strings = o.stops;
+    if (o.ignore_eos) {
+        cfg.use_model_eos = false;
+        cfg.eos_token_ids.clear();
+    }
     // -1: until EOS or the context is full.
     cfg.max_new_tokens = o.n_predict < 0 ? gen.n_ctx() : o.n_predict;
     if (prompt.size() > size_t(gen.n_ctx())) {
@@ -48,6 +112,9 @@ int run(const stackllama_cli::Options& o) {
                                     " tokens long but the context holds " +
                                     std::to_string(gen.n_ctx()));
     }
+
+    if (!o.reward_loras.empty() || !o.reward_model.empty())
+        return best_of(o, model, gen, adapters, text, cfg);
 
     const auto t0 = std::chrono::steady_clock::now();
     auto result = gen.generate(prompt, cfg, [](std::string_view piece, int32_t) {

@@ -13,8 +13,19 @@ namespace stackllama::io {
 
 using Json = nlohmann::json;
 
-// Parses text; Error(format) naming `origin` and the byte position on malformed JSON.
-Json parse_json(std::string_view text, const std::string& origin);
+// Deepest nesting of arrays and objects accepted. Real configs and headers nest 4 levels at most;
+// a bound keeps the recursive parts of nlohmann-json (dump, copy, compare) off the end of the stack
+// whatever a hostile file holds.
+constexpr int kMaxJsonDepth = 128;
+
+// Parses text; Error(format) naming `origin` and the byte position on malformed JSON, and on
+// nesting deeper than kMaxJsonDepth. With reject_duplicate_keys, an object that names a key twice
+// is Error(format) naming the key (nlohmann-json would keep the last value silently).
+Json parse_json(std::string_view text, const std::string& origin,
+                bool reject_duplicate_keys = false);
+
+// A JSON value for an error message: compact, cut to about `max` bytes.
+std::string json_excerpt(const Json& v, size_t max = 120);
 // Reads and parses a file; Error(io) when it cannot be read.
 Json read_json_file(const std::string& path);
 

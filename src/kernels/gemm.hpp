@@ -13,13 +13,26 @@ class ThreadPool;
 namespace stackllama::kernels {
 
 // y[r] = W[r, :] · x                            W [rows, cols], x [cols], y [rows]
+// q8/q4 weights: x is quantized to int8 blocks once (kt.quantize_acts), rows split on panels.
 void matvec(const KernelTable& kt, const Matrix& w, const float* x, float* y, ThreadPool& pool);
 
 // Y[i, r] = X[i, :] · W[r, :]                   W [rows, cols], X [m, cols], Y [m, rows]
 // f32 weights go straight to OpenBLAS sgemm; f16/bf16 weights are widened a tile of rows at a time
-// into `scratch` and multiplied by sgemm. m == 1 uses matvec.
+// into `scratch` and multiplied by sgemm. m == 1 uses matvec. q8/q4 weights with
+// matmul_uses_int8: X quantized row by row and kt.matmul_q, each Y row bit-identical to matvec of
+// that X row (batch-invariant); otherwise widened tiles and sgemm like f16.
 void matmul(const KernelTable& kt, const Matrix& w, const float* x, size_t m, float* y,
             ThreadPool& pool, std::vector<float>& scratch);
+
+// The widening path of matmul for any type: tiles of W widened to f32 with kt.rows_to_f32 into
+// `scratch`, multiplied by OpenBLAS sgemm.
+void matmul_widened(const KernelTable& kt, const Matrix& w, const float* x, size_t m, float* y,
+                    ThreadPool& pool, std::vector<float>& scratch);
+
+// Whether matmul(kt, w, x, m, ...) takes the integer path: q8/q4 weights and m > 1. On AVX2 (Zen 2)
+// it beats widened tiles + sgemm at every m measured (16..512): q4 ~2x, q8 ~1.4x
+// (bench/kernel_bench); VNNI (AVX-512) widens the gap.
+bool matmul_uses_int8(const KernelTable& kt, const Matrix& w, size_t m);
 
 // Y[i, :] += scale · B · (A · X[i, :])          A [r, cols] f32, B [rows, r] f32, X [m, cols]
 // The low-rank update of a LoRA adapter, never forming B·A. `tmp` is scratch (m·r floats).

@@ -10,23 +10,85 @@
 
 namespace stackllama::kernels {
 
-// Storage type of a weight matrix's elements.
-enum class WeightType : int { f32 = 0, f16 = 1, bf16 = 2 };
+// Storage type of a weight matrix's elements. f32, f16 and bf16 store one element after another;
+// q8 and q4 store blocks of kQuantBlock elements with an f16 scale, so they need a row length that
+// is a multiple of kQuantBlock (weight_type_fits).
+enum class WeightType : int { f32 = 0, f16 = 1, bf16 = 2, q8 = 3, q4 = 4 };
 
+// Elements per block of the quantized types.
+constexpr size_t kQuantBlock = 32;
+// Rows interleaved in one panel of a quantized matrix.
+constexpr size_t kQuantRows = 8;
+
+// One block of one row: q8: w[i] = d · q[i], 34 bytes per 32 weights (8.5 bits), the block of
+// llama.cpp's Q8_0.
+struct BlockQ8 {
+    uint16_t d;  // scale, f16
+    int8_t q[kQuantBlock];
+};
+// q4: w[i] = d · ((q[i] & 15) - 8), w[i + 16] = d · ((q[i] >> 4) - 8) for i < 16. 18 bytes per
+// 32 weights (4.5 bits), the block of llama.cpp's Q4_0.
+struct BlockQ4 {
+    uint16_t d;  // scale, f16
+    uint8_t q[kQuantBlock / 2];
+};
+static_assert(sizeof(BlockQ8) == 34 && sizeof(BlockQ4) == 18, "blocks are packed");
+
+// Layout of a q8/q4 matrix [rows, cols], nb = cols / 32 blocks per row. Rows come in groups of
+// kQuantRows = 8; group g (rows 8g .. 8g+7, for g < rows / 8) is nb panels, panel b holding block
+// b of its 8 rows interleaved so that one 32-byte load gives 4 levels of each of the 8 rows (the
+// lanes of an integer dot product are rows). The last rows % 8 rows follow as plain blocks
+// (BlockQ8 / BlockQ4), row after row. Sizes are those of plain blocks: bytes() = rows ·
+// row_bytes(type, cols). Quantizers and kernels (quant.hpp, rows_to_f32) hide the layout.
+//   PanelQ8: d[r] scale of row r; q[32c + 4r + j] = level of row r, element 4c + j  (c < 8, j < 4)
+//   PanelQ4: d[r]; q[32c + 4r + j] = (l(r, 8c + j) + 8) | (l(r, 8c + 4 + j) + 8) << 4  (c < 4)
+struct PanelQ8 {
+    uint16_t d[kQuantRows];
+    int8_t q[kQuantRows * kQuantBlock];
+};
+struct PanelQ4 {
+    uint16_t d[kQuantRows];
+    uint8_t q[kQuantRows * kQuantBlock / 2];
+};
+static_assert(sizeof(PanelQ8) == 8 * sizeof(BlockQ8) && sizeof(PanelQ4) == 8 * sizeof(BlockQ4),
+              "panels are 8 blocks");
+
+// Activations quantized for the int8 dot products of q8/q4 weights: x[i] ≈ d · q[i] within a
+// block of 32, q in [-127, 127], d = max|x| / 127; sum = Σ q (q4 weights subtract 8 · sum).
+struct BlockQ8A {
+    float d;
+    int32_t sum;
+    int8_t q[kQuantBlock];
+};
+
+// Bytes of one storage unit: an element (f32, f16, bf16) or a block (q8, q4).
 size_t weight_type_size(WeightType t);
+// Elements per storage unit: 1, or kQuantBlock for q8 and q4.
+size_t weight_type_block(WeightType t);
+// True for the block types q8 and q4.
+bool weight_type_quantized(WeightType t);
+// Whether a row of `cols` elements can be stored in type t (block types need cols % 32 == 0).
+bool weight_type_fits(WeightType t, size_t cols);
+// Bytes of one row of `cols` elements (weight_type_fits must hold).
+size_t row_bytes(WeightType t, size_t cols);
+// "f32", "f16", "bf16", "q8", "q4".
+const char* weight_type_name(WeightType t);
 
-// A row-major matrix [rows, cols] in its stored type; rows are contiguous (stride = cols).
+// A matrix [rows, cols] in its stored type. f32/f16/bf16: row-major, rows contiguous. q8/q4:
+// panels of 8 interleaved rows, then plain rows (see PanelQ8); bytes() is the same formula.
 struct Matrix {
     WeightType type = WeightType::f32;
     const void* data = nullptr;
     size_t rows = 0;
     size_t cols = 0;
-    size_t bytes() const { return rows * cols * weight_type_size(type); }
+    size_t bytes() const { return rows * row_bytes(type, cols); }
 };
 
 struct KernelTable {
     const char* name;
     // y[r] = W[r, :] · x[:] for r in [r0, r1)            W [rows, cols], x [cols]
+    // q8/q4 weights: x is quantized to BlockQ8A first (quantize_acts) and the dot products are
+    // integer, as matvec_q; gemm.hpp's matvec quantizes x once for all row ranges.
     void (*matvec)(const Matrix& w, const float* x, float* y, size_t r0, size_t r1);
     // out[(r - r0) * cols + c] = float(W[r, c]) for r in [r0, r1)
     void (*rows_to_f32)(const Matrix& w, size_t r0, size_t r1, float* out);
@@ -40,6 +102,21 @@ struct KernelTable {
     void (*silu_mul)(float* gate, const float* up, size_t n);
     // y[i] += x[i]                                       x, y [n]
     void (*add)(float* y, const float* x, size_t n);
+
+    // --- quantized weights (q8, q4) ---
+    // xq[b] = quantize(x[32b .. 32b+32))                 x [n], xq [n / 32], n % 32 == 0
+    // Every table gives bit-identical blocks (same rounding: nearest, ties to even).
+    void (*quantize_acts)(const float* x, size_t n, BlockQ8A* xq);
+    // y[r] = Σ_b d_w[r,b] · d_x[b] · Σ_i q_w[r,b,i] · q_x[b,i] for r in [r0, r1)
+    //                                                    W [rows, cols] q8|q4, xq [cols / 32]
+    // Ranges that start and end on multiples of 8 rows (or at `rows`) waste no work.
+    void (*matvec_q)(const Matrix& w, const BlockQ8A* xq, float* y, size_t r0, size_t r1);
+    // y[i·ldy + r] = matvec_q of X row i, for i < m, r in [r0, r1)
+    //                                                    W [rows, cols] q8|q4, xq [m, cols / 32]
+    // Each y value is bit-identical to what matvec_q gives for that row and vector, whatever m
+    // and the range (batch-invariant); the weights are read once for all m vectors.
+    void (*matmul_q)(const Matrix& w, const BlockQ8A* xq, size_t m, float* y, size_t ldy,
+                     size_t r0, size_t r1);
 };
 
 // Per-ISA tables (kernels_impl.cpp) and the plain-loop reference (reference.cpp).

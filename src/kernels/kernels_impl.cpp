@@ -2,8 +2,19 @@
 // the flags). This file includes only the kernel header, intrinsics and C headers, and keeps every
 // helper in an anonymous namespace: a shared inline function compiled with AVX-512 flags could be
 // picked by the linker for all callers and crash an older CPU.
+//
+// Matrix-vector products are bound by memory bandwidth: they read several rows at once so one
+// load of x serves them all, and keep enough independent accumulators for the loads in flight.
+// Quantized weights (q8, q4) meet activations quantized to int8 blocks (BlockQ8A): 32 products
+// per block are summed in integers (AVX2 maddubs/madd, AVX-512 VNNI dpbusd) and scaled once.
+#if defined(STACKLLAMA_KERNEL_INTRINSICS_HEADER)
+// Tests only: a header that emulates the intrinsics (SIMDe), so this ISA's code runs anywhere.
+#include STACKLLAMA_KERNEL_INTRINSICS_HEADER
+#else
 #include <immintrin.h>
+#endif
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/kernels.hpp"
@@ -17,7 +28,14 @@
 namespace stackllama::kernels {
 namespace {
 
-inline float scalar_f16(uint16_t h) { return f16_to_f32(h); }
+// Rows a matrix-vector kernel reads at once.
+constexpr size_t kRows = 4;
+
+// Not std::min/max: a template instantiated here with ISA flags could be picked by the linker
+// for callers elsewhere.
+inline size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
+inline size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
+
 inline float scalar_bf16(uint16_t b) {
     uint32_t u = static_cast<uint32_t>(b) << 16;
     float f;
@@ -25,20 +43,52 @@ inline float scalar_bf16(uint16_t b) {
     return f;
 }
 
+#if SL_AVX512 || SL_AVX2
+inline float scalar_f16(uint16_t h) { return _cvtsh_ss(h); }
+#else
+// Exact f16 -> f32 without branches on the exponent (subnormals included).
+inline float scalar_f16(uint16_t h) {
+    const uint32_t w = static_cast<uint32_t>(h) << 16;
+    const uint32_t sign = w & 0x80000000u;
+    const uint32_t two_w = w + w;
+    uint32_t bits;
+    if (two_w < (1u << 27)) {  // zero or subnormal: 0.5 + mantissa, less 0.5
+        const uint32_t m = (two_w >> 17) | (126u << 23);
+        float f;
+        memcpy(&f, &m, sizeof f);
+        f -= 0.5f;
+        memcpy(&bits, &f, sizeof bits);
+    } else {  // normal, Inf, NaN: rebias by scaling
+        const uint32_t m = (two_w >> 4) + (0xE0u << 23);
+        float f;
+        memcpy(&f, &m, sizeof f);
+        f *= 0x1.0p-112f;
+        memcpy(&bits, &f, sizeof bits);
+    }
+    bits |= sign;
+    float out;
+    memcpy(&out, &bits, sizeof out);
+    return out;
+}
+#endif
+
 #if SL_AVX512
 // 16 lanes. Loads of 16 weights widened to f32.
 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-inline __m512 load16(const uint16_t* p, WeightType t) {
+template <bool kBf16>
+inline __m512 load16h(const uint16_t* p) {
     __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    if (t == WeightType::f16) return _mm512_cvtph_ps(h);
+    if (!kBf16) return _mm512_cvtph_ps(h);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
-#elif SL_AVX2
+#endif
+#if SL_AVX512 || SL_AVX2
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const uint16_t* p, WeightType t) {
+template <bool kBf16>
+inline __m256 load8h(const uint16_t* p) {
     __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    if (t == WeightType::f16) return _mm256_cvtph_ps(h);
+    if (!kBf16) return _mm256_cvtph_ps(h);
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 inline float hsum(__m256 v) {
@@ -47,6 +97,27 @@ inline float hsum(__m256 v) {
     lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
     lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
     return _mm_cvtss_f32(lo);
+}
+inline int32_t hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+// 8 int32 lanes, lane k = Σ_{j<4} u[4k+j] · s[4k+j]; u unsigned bytes, s signed bytes, no
+// pair of products above 2 · 128 · 127 (so maddubs does not saturate).
+inline __m256i dot_us(__m256i u, __m256i s) {
+#if SL_AVX512
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+// The 32 levels of a q4 block as unsigned bytes 0..15, in element order.
+inline __m256i q4_unpack(const uint8_t* q) {
+    const __m128i n = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(n), _mm_srli_epi16(n, 4), 1);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
 }
 #endif
 
@@ -79,64 +150,599 @@ float dot_f32(const float* a, const float* b, size_t n) {
     return sum;
 }
 
-// Σ w[i] x[i] with w stored as f16 or bf16.
-float dot_half(const uint16_t* w, WeightType t, const float* x, size_t n) {
-    size_t i = 0;
-    float sum = 0.0f;
+// --- f32 / f16 / bf16 matrix-vector: R rows at a time -------------------------------------------
+// Elem is float or uint16_t; kBf16 picks bf16 over f16 for uint16_t.
+template <bool kBf16>
+inline float widen(float v) { return v; }
+template <bool kBf16>
+inline float widen(uint16_t v) { return kBf16 ? scalar_bf16(v) : scalar_f16(v); }
+
 #if SL_AVX512
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    for (; i + 32 <= n; i += 32) {
-        acc0 = _mm512_fmadd_ps(load16(w + i, t), load16(x + i), acc0);
-        acc1 = _mm512_fmadd_ps(load16(w + i + 16, t), load16(x + i + 16), acc1);
-    }
-    for (; i + 16 <= n; i += 16) acc0 = _mm512_fmadd_ps(load16(w + i, t), load16(x + i), acc0);
-    sum = hsum(_mm512_add_ps(acc0, acc1));
+template <bool kBf16>
+inline __m512 vload(const float* p) { return load16(p); }
+template <bool kBf16>
+inline __m512 vload(const uint16_t* p) { return load16h<kBf16>(p); }
 #elif SL_AVX2
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (; i + 16 <= n; i += 16) {
-        acc0 = _mm256_fmadd_ps(load8(w + i, t), load8(x + i), acc0);
-        acc1 = _mm256_fmadd_ps(load8(w + i + 8, t), load8(x + i + 8), acc1);
-    }
-    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(load8(w + i, t), load8(x + i), acc0);
-    sum = hsum(_mm256_add_ps(acc0, acc1));
+template <bool kBf16>
+inline __m256 vload(const float* p) { return load8(p); }
+template <bool kBf16>
+inline __m256 vload(const uint16_t* p) { return load8h<kBf16>(p); }
 #endif
-    if (t == WeightType::f16) {
-        for (; i < n; ++i) sum += scalar_f16(w[i]) * x[i];
-    } else {
-        for (; i < n; ++i) sum += scalar_bf16(w[i]) * x[i];
+
+// y[r] = W[r, :] · x for R consecutive rows starting at w (row stride n elements).
+template <size_t R, bool kBf16, typename Elem>
+void rows_dot(const Elem* w, size_t n, const float* x, float* y) {
+    size_t i = 0;
+    float sum[R];
+#if SL_AVX512 || SL_AVX2
+#if SL_AVX512
+    using V = __m512;
+    constexpr size_t L = 16;
+    const auto zero = [] { return _mm512_setzero_ps(); };
+    const auto fma = [](V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); };
+    const auto add = [](V a, V b) { return _mm512_add_ps(a, b); };
+#else
+    using V = __m256;
+    constexpr size_t L = 8;
+    const auto zero = [] { return _mm256_setzero_ps(); };
+    const auto fma = [](V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); };
+    const auto add = [](V a, V b) { return _mm256_add_ps(a, b); };
+#endif
+    // Two accumulators per row, so 2R independent FMA chains cover the FMA latency.
+    V acc0[R], acc1[R];
+    for (size_t r = 0; r < R; ++r) acc0[r] = acc1[r] = zero();
+    for (; i + 2 * L <= n; i += 2 * L) {
+        const V x0 = vload<kBf16>(x + i), x1 = vload<kBf16>(x + i + L);
+        for (size_t r = 0; r < R; ++r) {
+            acc0[r] = fma(vload<kBf16>(w + r * n + i), x0, acc0[r]);
+            acc1[r] = fma(vload<kBf16>(w + r * n + i + L), x1, acc1[r]);
+        }
     }
-    return sum;
+    for (; i + L <= n; i += L) {
+        const V x0 = vload<kBf16>(x + i);
+        for (size_t r = 0; r < R; ++r) acc0[r] = fma(vload<kBf16>(w + r * n + i), x0, acc0[r]);
+    }
+    for (size_t r = 0; r < R; ++r) sum[r] = hsum(add(acc0[r], acc1[r]));
+#else
+    float acc[R][4];
+    for (size_t r = 0; r < R; ++r) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
+    for (; i + 4 <= n; i += 4)
+        for (size_t r = 0; r < R; ++r)
+            for (size_t l = 0; l < 4; ++l) acc[r][l] += widen<kBf16>(w[r * n + i + l]) * x[i + l];
+    for (size_t r = 0; r < R; ++r) sum[r] = (acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3]);
+#endif
+    for (; i < n; ++i)
+        for (size_t r = 0; r < R; ++r) sum[r] += widen<kBf16>(w[r * n + i]) * x[i];
+    for (size_t r = 0; r < R; ++r) y[r] = sum[r];
 }
+
+template <bool kBf16, typename Elem>
+void matvec_rows(const Elem* base, size_t n, const float* x, float* y, size_t r0, size_t r1) {
+    size_t r = r0;
+    for (; r + kRows <= r1; r += kRows) rows_dot<kRows, kBf16>(base + r * n, n, x, y + r);
+    for (; r < r1; ++r) rows_dot<1, kBf16>(base + r * n, n, x, y + r);
+}
+
+// --- quantized: activations -----------------------------------------------------------------------
+
+void quantize_acts(const float* x, size_t n, BlockQ8A* xq) {
+    for (size_t b = 0; b < n / kQuantBlock; ++b) {
+        const float* v = x + b * kQuantBlock;
+        BlockQ8A& o = xq[b];
+#if SL_AVX512
+        const __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        o.d = amax / 127.0f;
+        const __m512 vid = _mm512_set1_ps(id);
+        const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
+        // cvtps rounds in the current mode: nearest, ties to even, as nearbyint in the reference.
+        __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vid));
+        __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, vid));
+        q0 = _mm512_max_epi32(_mm512_min_epi32(q0, lim), nlim);
+        q1 = _mm512_max_epi32(_mm512_min_epi32(q1, lim), nlim);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o.q), _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o.q + 16), _mm512_cvtepi32_epi8(q1));
+        o.sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+#elif SL_AVX2
+        const __m256 sign = _mm256_set1_ps(-0.0f);
+        __m256 f[4];
+        for (int k = 0; k < 4; ++k) f[k] = _mm256_loadu_ps(v + 8 * k);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, f[0]), _mm256_andnot_ps(sign, f[1])),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, f[2]), _mm256_andnot_ps(sign, f[3])));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+        const float amax = _mm_cvtss_f32(m4);
+        const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        o.d = amax / 127.0f;
+        const __m256 vid = _mm256_set1_ps(id);
+        const __m256i lim = _mm256_set1_epi32(127), nlim = _mm256_set1_epi32(-127);
+        __m256i q[4];
+        for (int k = 0; k < 4; ++k) {
+            q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(f[k], vid));
+            q[k] = _mm256_max_epi32(_mm256_min_epi32(q[k], lim), nlim);
+        }
+        o.sum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+        // packs work within 128-bit lanes; the permute puts the 32 bytes back in order.
+        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o.q),
+                            _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+#else
+        float amax = 0.0f;
+        for (size_t i = 0; i < kQuantBlock; ++i) amax = fmaxf(amax, fabsf(v[i]));
+        const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        o.d = amax / 127.0f;
+        int32_t sum = 0;
+        for (size_t i = 0; i < kQuantBlock; ++i) {
+            const float q = fminf(127.0f, fmaxf(-127.0f, nearbyintf(v[i] * id)));
+            o.q[i] = static_cast<int8_t>(q);
+            sum += o.q[i];
+        }
+        o.sum = sum;
+#endif
+    }
+}
+
+// --- quantized: weights · activations -------------------------------------------------------------
+//
+// Panels (kernels.hpp, PanelQ8) put 8 rows in the 8 int32 lanes of an AVX2 register: one 32-byte
+// load holds 4 levels of each row, the activations' matching 4 bytes are broadcast, and
+// maddubs/madd (AVX2) or dpbusd (VNNI) leave each row's partial dot product in its own lane. A
+// block then costs one conversion and one FMA for 8 rows, with the 8 row scales loaded as one
+// vector, and no horizontal sums. The weights of a block are loaded once for up to kTile vectors.
+//
+// Every (row, vector) value is acc += float(dot_b) · (d_w · d_x) over blocks in order, whatever
+// the number of vectors or the row range, so matvec_q and matmul_q agree bit for bit.
+
+constexpr size_t kTile = 4;  // vectors per pass over a panel
+
+#ifndef SL_PREFETCH
+#define SL_PREFETCH 1024
+#endif
+// Panels of a group are one sequential stream; asking for the lines this far ahead keeps more
+// reads in flight than the hardware prefetcher does for a single stream.
+constexpr size_t kPrefetchBytes = SL_PREFETCH;
+template <size_t Bytes>
+inline void prefetch_panel(const void* p) {
+#if SL_AVX512 || SL_AVX2
+    if (kPrefetchBytes == 0) return;
+    const char* c = static_cast<const char*>(p) + kPrefetchBytes;
+    for (size_t off = 0; off < Bytes; off += 64) _mm_prefetch(c + off, _MM_HINT_T0);
+#else
+    (void)p;
+#endif
+}
+
+#if SL_AVX512 || SL_AVX2
+// 4 bytes of x (elements 4k .. 4k+3 of a block) in every lane.
+inline __m256i bcast4(const BlockQ8A& x, size_t k) {
+    int32_t v;
+    memcpy(&v, x.q + 4 * k, 4);
+    return _mm256_set1_epi32(v);
+}
+#endif
+
+// out[g·T + t][r] = Σ_b d_w[r] d_x[t] dot(row r of group g, x_t): G groups (panel streams p[g],
+// several streams keep more reads in flight), T vectors, 8 rows each.
+template <size_t G, size_t T>
+void groups_q4(const PanelQ4* const* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
+#if SL_AVX512 || SL_AVX2
+    __m256 acc[G * T];
+    for (size_t k = 0; k < G * T; ++k) acc[k] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (size_t b = 0; b < nb; ++b) {
+        // AVX-512: int32 sums (dpbusd). AVX2: int16 pairs, as 8 maddubs of levels ≤ 15 stay
+        // below 8 · 2 · 15 · 127 < 2^15.
+        __m256i s[G * T];
+        for (size_t k = 0; k < G * T; ++k) s[k] = _mm256_setzero_si256();
+        for (size_t g = 0; g < G; ++g) prefetch_panel<sizeof(PanelQ4)>(p[g] + b);
+        for (size_t c = 0; c < 4; ++c) {
+            for (size_t g = 0; g < G; ++g) {
+                const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[g][b].q + 32 * c));
+                const __m256i lo = _mm256_and_si256(v, m4);                         // elements 8c + j
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);  // 8c + 4 + j
+                for (size_t t = 0; t < T; ++t) {
+                    const BlockQ8A& x = xq[t * nb + b];
+                    __m256i& acc_s = s[g * T + t];
+#if SL_AVX512
+                    acc_s = _mm256_dpbusd_epi32(acc_s, lo, bcast4(x, 2 * c));
+                    acc_s = _mm256_dpbusd_epi32(acc_s, hi, bcast4(x, 2 * c + 1));
+#else
+                    acc_s = _mm256_add_epi16(acc_s, _mm256_maddubs_epi16(lo, bcast4(x, 2 * c)));
+                    acc_s = _mm256_add_epi16(acc_s, _mm256_maddubs_epi16(hi, bcast4(x, 2 * c + 1)));
+#endif
+                }
+            }
+        }
+        for (size_t g = 0; g < G; ++g) {
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[g][b].d)));
+            for (size_t t = 0; t < T; ++t) {
+                const BlockQ8A& x = xq[t * nb + b];
+#if SL_AVX512
+                __m256i dot = s[g * T + t];
+#else
+                __m256i dot = _mm256_madd_epi16(s[g * T + t], _mm256_set1_epi16(1));
+#endif
+                // Levels are stored as l + 8: take 8 · Σ q_x back off.
+                dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(8 * x.sum));
+                acc[g * T + t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot),
+                                                 _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[g * T + t]);
+            }
+        }
+    }
+    for (size_t k = 0; k < G * T; ++k) _mm256_storeu_ps(out[k], acc[k]);
+#else
+    for (size_t g = 0; g < G; ++g) {
+        for (size_t t = 0; t < T; ++t) {
+            float* o = out[g * T + t];
+            for (size_t r = 0; r < kQuantRows; ++r) o[r] = 0.0f;
+            for (size_t b = 0; b < nb; ++b) {
+                const PanelQ4& pan = p[g][b];
+                const BlockQ8A& x = xq[t * nb + b];
+                for (size_t r = 0; r < kQuantRows; ++r) {
+                    int32_t dot = 0;
+                    for (size_t c = 0; c < 4; ++c) {
+                        for (size_t j = 0; j < 4; ++j) {
+                            const uint8_t v = pan.q[32 * c + 4 * r + j];
+                            dot += int32_t(v & 15) * x.q[8 * c + j] + int32_t(v >> 4) * x.q[8 * c + 4 + j];
+                        }
+                    }
+                    dot -= 8 * x.sum;
+                    o[r] += float(dot) * (scalar_f16(pan.d[r]) * x.d);
+                }
+            }
+        }
+    }
+#endif
+}
+
+template <size_t G, size_t T>
+void groups_q8(const PanelQ8* const* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
+#if SL_AVX512 || SL_AVX2
+    __m256 acc[G * T];
+    for (size_t k = 0; k < G * T; ++k) acc[k] = _mm256_setzero_ps();
+#if SL_AVX512
+    // dpbusd wants unsigned by signed bytes: (x + 128, the sign bit flipped) times w, less
+    // 128 · Σ w, which is the same for every vector.
+    const __m256i flip = _mm256_set1_epi8(int8_t(0x80));
+#endif
+    for (size_t b = 0; b < nb; ++b) {
+        __m256i s[G * T];  // int32 sums, one lane per row
+        for (size_t k = 0; k < G * T; ++k) s[k] = _mm256_setzero_si256();
+        for (size_t g = 0; g < G; ++g) prefetch_panel<sizeof(PanelQ8)>(p[g] + b);
+#if SL_AVX512
+        __m256i sum_w[G];
+        for (size_t g = 0; g < G; ++g) sum_w[g] = _mm256_setzero_si256();
+#endif
+        for (size_t c = 0; c < 8; ++c) {
+            for (size_t g = 0; g < G; ++g) {
+                const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[g][b].q + 32 * c));
+#if SL_AVX512
+                sum_w[g] = _mm256_dpbusd_epi32(sum_w[g], flip, w);
+                for (size_t t = 0; t < T; ++t) {
+                    s[g * T + t] = _mm256_dpbusd_epi32(
+                        s[g * T + t], _mm256_xor_si256(bcast4(xq[t * nb + b], c), flip), w);
+                }
+#else
+                // |w| times x with w's sign; a pair of products is up to 2 · 128 · 127, so each
+                // maddubs result is widened to int32 before adding.
+                const __m256i aw = _mm256_sign_epi8(w, w);
+                for (size_t t = 0; t < T; ++t) {
+                    const __m256i sx = _mm256_sign_epi8(bcast4(xq[t * nb + b], c), w);
+                    s[g * T + t] = _mm256_add_epi32(
+                        s[g * T + t],
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1)));
+                }
+#endif
+            }
+        }
+        for (size_t g = 0; g < G; ++g) {
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[g][b].d)));
+            for (size_t t = 0; t < T; ++t) {
+                const BlockQ8A& x = xq[t * nb + b];
+#if SL_AVX512
+                const __m256i dot = _mm256_sub_epi32(s[g * T + t], sum_w[g]);
+#else
+                const __m256i dot = s[g * T + t];
+#endif
+                acc[g * T + t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot),
+                                                 _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[g * T + t]);
+            }
+        }
+    }
+    for (size_t k = 0; k < G * T; ++k) _mm256_storeu_ps(out[k], acc[k]);
+#else
+    for (size_t g = 0; g < G; ++g) {
+        for (size_t t = 0; t < T; ++t) {
+            float* o = out[g * T + t];
+            for (size_t r = 0; r < kQuantRows; ++r) o[r] = 0.0f;
+            for (size_t b = 0; b < nb; ++b) {
+                const PanelQ8& pan = p[g][b];
+                const BlockQ8A& x = xq[t * nb + b];
+                for (size_t r = 0; r < kQuantRows; ++r) {
+                    int32_t dot = 0;
+                    for (size_t c = 0; c < 8; ++c)
+                        for (size_t j = 0; j < 4; ++j)
+                            dot += int32_t(pan.q[32 * c + 4 * r + j]) * x.q[4 * c + j];
+                    o[r] += float(dot) * (scalar_f16(pan.d[r]) * x.d);
+                }
+            }
+        }
+    }
+#endif
+}
+
+// One plain row (the rows % 8 after the panels) against one vector: the same per-block formula
+// with the 8 lanes of a block summed in the vector unit.
+float row_q8(const BlockQ8* w, size_t nb, const BlockQ8A* xq) {
+#if SL_AVX512 || SL_AVX2
+    __m256 acc = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; ++b) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[b].q));
+        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].q));
+        const __m256i p = dot_us(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scalar_f16(w[b].d) * xq[b].d), acc);
+    }
+    return hsum(acc);
+#else
+    float acc = 0.0f;
+    for (size_t b = 0; b < nb; ++b) {
+        int32_t dot = 0;
+        for (size_t i = 0; i < kQuantBlock; ++i) dot += int32_t(w[b].q[i]) * xq[b].q[i];
+        acc += float(dot) * (scalar_f16(w[b].d) * xq[b].d);
+    }
+    return acc;
+#endif
+}
+
+float row_q4(const BlockQ4* w, size_t nb, const BlockQ8A* xq) {
+#if SL_AVX512 || SL_AVX2
+    __m256 acc = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; ++b) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[b].q));
+        const __m256i corr = _mm256_setr_epi32(-8 * xq[b].sum, 0, 0, 0, 0, 0, 0, 0);
+        const __m256i p = _mm256_add_epi32(dot_us(q4_unpack(w[b].q), xv), corr);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scalar_f16(w[b].d) * xq[b].d), acc);
+    }
+    return hsum(acc);
+#else
+    constexpr size_t h = kQuantBlock / 2;
+    float acc = 0.0f;
+    for (size_t b = 0; b < nb; ++b) {
+        int32_t dot = 0;
+        for (size_t i = 0; i < h; ++i)
+            dot += int32_t(w[b].q[i] & 15) * xq[b].q[i] + int32_t(w[b].q[i] >> 4) * xq[b].q[i + h];
+        dot -= 8 * xq[b].sum;
+        acc += float(dot) * (scalar_f16(w[b].d) * xq[b].d);
+    }
+    return acc;
+#endif
+}
+
+struct KernQ4 {
+    using Panel = PanelQ4;
+    using Block = BlockQ4;
+    template <size_t G, size_t T>
+    static void groups(const Panel* const* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
+        groups_q4<G, T>(p, nb, xq, out);
+    }
+    static float row(const Block* w, size_t nb, const BlockQ8A* xq) { return row_q4(w, nb, xq); }
+};
+struct KernQ8 {
+    using Panel = PanelQ8;
+    using Block = BlockQ8;
+    template <size_t G, size_t T>
+    static void groups(const Panel* const* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
+        groups_q8<G, T>(p, nb, xq, out);
+    }
+    static float row(const Block* w, size_t nb, const BlockQ8A* xq) { return row_q8(w, nb, xq); }
+};
+
+// One group against T = n vectors (n ≤ kTile).
+template <class K>
+void group_tile(const typename K::Panel* p, size_t nb, const BlockQ8A* xq, size_t n,
+                float (*out)[kQuantRows]) {
+    switch (n) {
+        case 4: K::template groups<1, 4>(&p, nb, xq, out); break;
+        case 3: K::template groups<1, 3>(&p, nb, xq, out); break;
+        case 2: K::template groups<1, 2>(&p, nb, xq, out); break;
+        default: K::template groups<1, 1>(&p, nb, xq, out); break;
+    }
+}
+
+// Rows [r0, r1) of every group in [ga, gb) (rows of other groups untouched), m vectors.
+template <class K>
+void groups_range(const typename K::Panel* panels, size_t nb, size_t ga, size_t gb,
+                  const BlockQ8A* xq, size_t m, float* y, size_t ldy, size_t r0, size_t r1) {
+    for (size_t g = ga; g < gb; ++g) {
+        const size_t a = max_size(r0, g * kQuantRows), e = min_size(r1, (g + 1) * kQuantRows);
+        for (size_t t0 = 0; t0 < m; t0 += kTile) {
+            const size_t n = min_size(kTile, m - t0);
+            float out[kTile][kQuantRows];
+            group_tile<K>(panels + g * nb, nb, xq + t0 * nb, n, out);
+            for (size_t t = 0; t < n; ++t)
+                for (size_t r = a; r < e; ++r) y[(t0 + t) * ldy + r] = out[t][r - g * kQuantRows];
+        }
+    }
+}
+
+template <class K>
+void matmul_q_impl(const Matrix& w, const BlockQ8A* xq, size_t m, float* y, size_t ldy, size_t r0,
+                   size_t r1) {
+    using Panel = typename K::Panel;
+    const size_t nb = w.cols / kQuantBlock, full = w.rows / kQuantRows * kQuantRows;
+    const Panel* panels = static_cast<const Panel*>(w.data);
+    const typename K::Block* tail =
+        reinterpret_cast<const typename K::Block*>(panels + (full / kQuantRows) * nb);
+    const size_t pr1 = min_size(r1, full);  // rows in panels: [r0, pr1)
+    if (r0 < pr1) {
+        // Groups wholly inside the range: [ga, gb); at most one partial group on each side.
+        const size_t ga = (r0 + kQuantRows - 1) / kQuantRows, gb = pr1 / kQuantRows;
+        if (ga > gb) {  // the range lies inside one group
+            groups_range<K>(panels, nb, r0 / kQuantRows, r0 / kQuantRows + 1, xq, m, y, ldy, r0, pr1);
+        } else {
+            if (r0 % kQuantRows) groups_range<K>(panels, nb, ga - 1, ga, xq, m, y, ldy, r0, pr1);
+            if (pr1 % kQuantRows) groups_range<K>(panels, nb, gb, gb + 1, xq, m, y, ldy, r0, pr1);
+            if (m == 1) {
+                // One vector: four groups a quarter of the range apart at once, four streams.
+                const size_t n = gb - ga, q = (n + 3) / 4;
+                for (size_t i = 0; i < q; ++i) {
+                    const Panel* p[4];
+                    size_t gs[4], k = 0;
+                    for (size_t s = 0; s < 4; ++s) {
+                        const size_t g = ga + i + s * q;
+                        if (g < gb && (s == 0 || i + s * q < n)) {
+                            gs[k] = g;
+                            p[k++] = panels + g * nb;
+                        }
+                    }
+                    float out[4][kQuantRows];
+                    switch (k) {
+                        case 4: K::template groups<4, 1>(p, nb, xq, out); break;
+                        case 3: K::template groups<3, 1>(p, nb, xq, out); break;
+                        case 2: K::template groups<2, 1>(p, nb, xq, out); break;
+                        default: K::template groups<1, 1>(p, nb, xq, out); break;
+                    }
+                    for (size_t j = 0; j < k; ++j)
+                        memcpy(y + gs[j] * kQuantRows, out[j], sizeof out[j]);
+                }
+            } else {
+                groups_range<K>(panels, nb, ga, gb, xq, m, y, ldy, r0, r1);
+            }
+        }
+    }
+    for (size_t r = max_size(r0, full); r < r1; ++r)
+        for (size_t t = 0; t < m; ++t) y[t * ldy + r] = K::row(tail + (r - full) * nb, nb, xq + t * nb);
+}
+
+void matmul_q(const Matrix& w, const BlockQ8A* xq, size_t m, float* y, size_t ldy, size_t r0,
+              size_t r1) {
+    if (w.type == WeightType::q8) {
+        matmul_q_impl<KernQ8>(w, xq, m, y, ldy, r0, r1);
+    } else if (w.type == WeightType::q4) {
+        matmul_q_impl<KernQ4>(w, xq, m, y, ldy, r0, r1);
+    }
+}
+
+void matvec_q(const Matrix& w, const BlockQ8A* xq, float* y, size_t r0, size_t r1) {
+    matmul_q(w, xq, 1, y, 0, r0, r1);
+}
+
+// --- table entries ----------------------------------------------------------------------------------
 
 void matvec(const Matrix& w, const float* x, float* y, size_t r0, size_t r1) {
     const size_t n = w.cols;
-    if (w.type == WeightType::f32) {
-        const float* base = static_cast<const float*>(w.data);
-        for (size_t r = r0; r < r1; ++r) y[r] = dot_f32(base + r * n, x, n);
-    } else {
-        const uint16_t* base = static_cast<const uint16_t*>(w.data);
-        for (size_t r = r0; r < r1; ++r) y[r] = dot_half(base + r * n, w.type, x, n);
+    switch (w.type) {
+        case WeightType::f32:
+            matvec_rows<false>(static_cast<const float*>(w.data), n, x, y, r0, r1);
+            return;
+        case WeightType::f16:
+            matvec_rows<false>(static_cast<const uint16_t*>(w.data), n, x, y, r0, r1);
+            return;
+        case WeightType::bf16:
+            matvec_rows<true>(static_cast<const uint16_t*>(w.data), n, x, y, r0, r1);
+            return;
+        case WeightType::q8:
+        case WeightType::q4: {
+            // Quantize x here (callers with many row ranges use quantize_acts + matvec_q).
+            const size_t nb = n / kQuantBlock;
+            BlockQ8A local[256];
+            BlockQ8A* xq = nb <= 256 ? local : static_cast<BlockQ8A*>(malloc(nb * sizeof(BlockQ8A)));
+            if (!xq) abort();
+            quantize_acts(x, n, xq);
+            matvec_q(w, xq, y, r0, r1);
+            if (xq != local) free(xq);
+            return;
+        }
     }
 }
 
-void rows_to_f32(const Matrix& w, size_t r0, size_t r1, float* out) {
-    const size_t begin = r0 * w.cols, end = r1 * w.cols;
-    if (w.type == WeightType::f32) {
-        memcpy(out, static_cast<const float*>(w.data) + begin, (end - begin) * sizeof(float));
-        return;
-    }
-    const uint16_t* src = static_cast<const uint16_t*>(w.data) + begin;
-    const size_t n = end - begin;
-    size_t i = 0;
-#if SL_AVX512
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, load16(src + i, w.type));
-#elif SL_AVX2
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, load8(src + i, w.type));
-#endif
-    if (w.type == WeightType::f16) {
-        for (; i < n; ++i) out[i] = scalar_f16(src[i]);
+// out[i] = float(level i) · d for block b of row r, wherever the layout keeps it.
+void dequantize_block(const Matrix& w, size_t nb, size_t full, size_t r, size_t b, float* out) {
+    int8_t l[kQuantBlock];
+    uint16_t d;
+    if (w.type == WeightType::q8) {
+        if (r < full) {
+            const PanelQ8& p = static_cast<const PanelQ8*>(w.data)[(r / kQuantRows) * nb + b];
+            const size_t lane = r % kQuantRows;
+            d = p.d[lane];
+            for (size_t c = 0; c < 8; ++c) memcpy(l + 4 * c, p.q + 32 * c + 4 * lane, 4);
+        } else {
+            const BlockQ8& blk = reinterpret_cast<const BlockQ8*>(
+                static_cast<const PanelQ8*>(w.data) + (full / kQuantRows) * nb)[(r - full) * nb + b];
+            d = blk.d;
+            memcpy(l, blk.q, kQuantBlock);
+        }
     } else {
-        for (; i < n; ++i) out[i] = scalar_bf16(src[i]);
+        if (r < full) {
+            const PanelQ4& p = static_cast<const PanelQ4*>(w.data)[(r / kQuantRows) * nb + b];
+            const size_t lane = r % kQuantRows;
+            d = p.d[lane];
+            for (size_t c = 0; c < 4; ++c) {
+                for (size_t j = 0; j < 4; ++j) {
+                    const uint8_t v = p.q[32 * c + 4 * lane + j];
+                    l[8 * c + j] = int8_t((v & 15) - 8);
+                    l[8 * c + 4 + j] = int8_t((v >> 4) - 8);
+                }
+            }
+        } else {
+            const BlockQ4& blk = reinterpret_cast<const BlockQ4*>(
+                static_cast<const PanelQ4*>(w.data) + (full / kQuantRows) * nb)[(r - full) * nb + b];
+            d = blk.d;
+            for (size_t i = 0; i < kQuantBlock / 2; ++i) {
+                l[i] = int8_t((blk.q[i] & 15) - 8);
+                l[i + kQuantBlock / 2] = int8_t((blk.q[i] >> 4) - 8);
+            }
+        }
+    }
+    const float df = scalar_f16(d);
+#if SL_AVX512 || SL_AVX2
+    const __m256 vd = _mm256_set1_ps(df);
+    for (size_t k = 0; k < kQuantBlock; k += 8) {
+        const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(l + k));
+        _mm256_storeu_ps(out + k, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), vd));
+    }
+#else
+    for (size_t k = 0; k < kQuantBlock; ++k) out[k] = float(l[k]) * df;
+#endif
+}
+
+void rows_to_f32(const Matrix& w, size_t r0, size_t r1, float* out) {
+    const size_t begin = r0 * w.cols, end = r1 * w.cols, n = end - begin;
+    switch (w.type) {
+        case WeightType::f32:
+            memcpy(out, static_cast<const float*>(w.data) + begin, n * sizeof(float));
+            return;
+        case WeightType::f16:
+        case WeightType::bf16: {
+            const uint16_t* src = static_cast<const uint16_t*>(w.data) + begin;
+            size_t i = 0;
+            if (w.type == WeightType::f16) {
+#if SL_AVX512
+                for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, load16h<false>(src + i));
+#elif SL_AVX2
+                for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, load8h<false>(src + i));
+#endif
+                for (; i < n; ++i) out[i] = scalar_f16(src[i]);
+            } else {
+#if SL_AVX512
+                for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, load16h<true>(src + i));
+#elif SL_AVX2
+                for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, load8h<true>(src + i));
+#endif
+                for (; i < n; ++i) out[i] = scalar_bf16(src[i]);
+            }
+            return;
+        }
+        case WeightType::q8:
+        case WeightType::q4: {
+            const size_t nb = w.cols / kQuantBlock, full = w.rows / kQuantRows * kQuantRows;
+            for (size_t r = r0; r < r1; ++r, out += w.cols) {
+                for (size_t b = 0; b < nb; ++b) dequantize_block(w, nb, full, r, b, out + b * kQuantBlock);
+            }
+            return;
+        }
     }
 }
 
@@ -177,7 +783,7 @@ void add(float* y, const float* x, size_t n) {
 
 const KernelTable& SL_CONCAT(table_, STACKLLAMA_KERNEL_ISA)() {
     static const KernelTable t{SL_STR(STACKLLAMA_KERNEL_ISA), matvec, rows_to_f32, dot_f32, axpy,
-                               rmsnorm, silu_mul, add};
+                               rmsnorm, silu_mul, add, quantize_acts, matvec_q, matmul_q};
     return t;
 }
 

@@ -1,9 +1,11 @@
 // Plain loops: the oracle every ISA's table is tested against, plus the scalar helpers that are
 // not worth vectorising (conversions of single values, RoPE, the attention driver).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "kernels/kernels.hpp"
+#include "kernels/quant.hpp"
 
 namespace stackllama::kernels {
 
@@ -106,15 +108,39 @@ void attend(const KernelTable& kt, const float* q, const float* k, const float* 
 
 namespace {
 
+// Integer level of element i (i = r · cols + c) of a q8/q4 matrix (q8: q; q4: q - 8) and its
+// block's scale, read through the llama.cpp-layout block (quant.hpp).
+int level(const Matrix& w, size_t i, float* d) {
+    const size_t r = i / w.cols, c = i % w.cols, b = c / kQuantBlock, j = c % kQuantBlock;
+    if (w.type == WeightType::q8) {
+        const BlockQ8 blk = load_block_q8(w, r, b);
+        *d = f16_to_f32(blk.d);
+        return blk.q[j];
+    }
+    const BlockQ4 blk = load_block_q4(w, r, b);
+    const size_t h = kQuantBlock / 2;
+    *d = f16_to_f32(blk.d);
+    return (j < h ? (blk.q[j] & 15) : (blk.q[j - h] >> 4)) - 8;
+}
+
+// Element i of W in row-major order (i = r · cols + c), dequantized.
 float element(const Matrix& w, size_t i) {
     switch (w.type) {
         case WeightType::f32: return static_cast<const float*>(w.data)[i];
         case WeightType::f16: return f16_to_f32(static_cast<const uint16_t*>(w.data)[i]);
         case WeightType::bf16: return bf16_to_f32(static_cast<const uint16_t*>(w.data)[i]);
+        case WeightType::q8:
+        case WeightType::q4: {
+            float d;
+            const int l = level(w, i, &d);
+            return float(l) * d;
+        }
     }
     return 0.0f;
 }
 
+// For q8/q4 weights this is the dequantize-then-f32 product (x not quantized); ref_matvec_q is
+// the exact value of what the ISA tables compute.
 void ref_matvec(const Matrix& w, const float* x, float* y, size_t r0, size_t r1) {
     for (size_t r = r0; r < r1; ++r) {
         double acc = 0.0;  // the oracle sums in double
@@ -152,11 +178,49 @@ void ref_add(float* y, const float* x, size_t n) {
     for (size_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
+void ref_quantize_acts(const float* x, size_t n, BlockQ8A* xq) {
+    for (size_t b = 0; b < n / kQuantBlock; ++b) {
+        const float* v = x + b * kQuantBlock;
+        float amax = 0.0f;
+        for (size_t i = 0; i < kQuantBlock; ++i) amax = std::max(amax, std::fabs(v[i]));
+        const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        xq[b].d = amax / 127.0f;
+        xq[b].sum = 0;
+        for (size_t i = 0; i < kQuantBlock; ++i) {
+            const float q = std::min(127.0f, std::max(-127.0f, std::nearbyint(v[i] * id)));
+            xq[b].q[i] = static_cast<int8_t>(q);
+            xq[b].sum += xq[b].q[i];
+        }
+    }
+}
+
+void ref_matvec_q(const Matrix& w, const BlockQ8A* xq, float* y, size_t r0, size_t r1) {
+    const size_t nb = w.cols / kQuantBlock;
+    for (size_t r = r0; r < r1; ++r) {
+        double acc = 0.0;
+        for (size_t b = 0; b < nb; ++b) {
+            int64_t dot = 0;  // exact
+            float d = 0.0f;
+            for (size_t i = 0; i < kQuantBlock; ++i) {
+                dot += int64_t(level(w, r * w.cols + b * kQuantBlock + i, &d)) * xq[b].q[i];
+            }
+            acc += double(d) * double(xq[b].d) * double(dot);
+        }
+        y[r] = static_cast<float>(acc);
+    }
+}
+
+void ref_matmul_q(const Matrix& w, const BlockQ8A* xq, size_t m, float* y, size_t ldy, size_t r0,
+                  size_t r1) {
+    for (size_t i = 0; i < m; ++i) ref_matvec_q(w, xq + i * (w.cols / kQuantBlock), y + i * ldy, r0, r1);
+}
+
 }  // namespace
 
 const KernelTable& table_reference() {
-    static const KernelTable t{"reference", ref_matvec,  ref_rows_to_f32, ref_dot,
-                               ref_axpy,    ref_rmsnorm, ref_silu_mul,    ref_add};
+    static const KernelTable t{"reference", ref_matvec,   ref_rows_to_f32,   ref_dot,
+                               ref_axpy,    ref_rmsnorm,  ref_silu_mul,      ref_add,
+                               ref_quantize_acts,         ref_matvec_q,      ref_matmul_q};
     return t;
 }
 

@@ -1,10 +1,14 @@
 #include "model/config.hpp"
 
 #include <cmath>
+#include <optional>
 
 namespace stackllama {
 
 namespace {
+
+// A reward model: a score head [num_labels, hidden] instead of lm_head.
+constexpr const char* kSequenceClassification = "LlamaForSequenceClassification";
 
 int positive_int(const io::JsonObject& o, const char* key, int64_t max) {
     int64_t v = o.integer(key);
@@ -30,6 +34,27 @@ std::vector<int32_t> token_id_list(const io::JsonObject& o, const char* key) {
     return ids;
 }
 
+// transformers' PretrainedConfig: id2label decides the number of labels (config.json carries
+// it; num_labels is only a constructor argument, but some writers store it too); without either,
+// two labels.
+int num_labels(const io::JsonObject& o) {
+    std::optional<int64_t> from_map;
+    if (const io::Json* m = o.get("id2label")) {
+        if (!m->is_object() || m->empty())
+            o.fail("id2label", "must be a non-empty object of label names, found " +
+                                   io::json_excerpt(*m));
+        from_map = int64_t(m->size());
+    }
+    std::optional<int64_t> given;
+    if (o.has("num_labels")) given = positive_int(o, "num_labels", kMaxVocab);
+    if (from_map && given && *from_map != *given)
+        o.fail("num_labels", "(" + std::to_string(*given) + ") disagrees with id2label, which has " +
+                                 std::to_string(*from_map) + " labels");
+    const int64_t n = from_map ? *from_map : given ? *given : 2;
+    if (n > kMaxVocab) o.fail("id2label", "has too many labels (" + std::to_string(n) + ")");
+    return static_cast<int>(n);
+}
+
 }  // namespace
 
 ModelConfig parse_model_config(const io::Json& j, const std::string& origin) {
@@ -47,10 +72,11 @@ ModelConfig parse_model_config(const io::Json& j, const std::string& origin) {
             o.fail("architectures", "is missing (and so is model_type): cannot tell the model");
         c.architecture = *model_type == "llama" ? "LlamaForCausalLM" : *model_type;
     }
-    if (c.architecture != "LlamaForCausalLM") {
+    if (c.architecture != "LlamaForCausalLM" && c.architecture != kSequenceClassification) {
         throw Error(ErrorCode::unsupported,
                     origin + ": architecture \"" + c.architecture +
-                        "\" is not supported (stackllama runs LlamaForCausalLM)");
+                        "\" is not supported (stackllama runs LlamaForCausalLM and, as a reward "
+                        "model, LlamaForSequenceClassification)");
     }
     if (auto act = o.opt_string("hidden_act"); act && *act != "silu") {
         throw Error(ErrorCode::unsupported,
@@ -105,6 +131,7 @@ ModelConfig parse_model_config(const io::Json& j, const std::string& origin) {
     auto pad = token_id_list(o, "pad_token_id");
     c.pad_token_id = pad.empty() ? -1 : pad[0];
     c.name_or_path = o.opt_string("_name_or_path").value_or("");
+    if (c.architecture == kSequenceClassification) c.num_labels = num_labels(o);
     return c;
 }
 

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "kernels/gemm.hpp"
+#include "model/batch_matvec.hpp"
 #include "stackllama/error.hpp"
 #include "util/thread_pool.hpp"
 
@@ -21,21 +22,12 @@ uint64_t physical_memory_bytes() {
 
 }  // namespace
 
-LlamaState::LlamaState(const ModelConfig& c, int n_ctx_, int n_batch_, int n_threads)
-    : n_ctx(n_ctx_), n_batch(std::max(1, std::min(n_batch_, n_ctx_))) {
+LlamaState::LlamaState(const ModelConfig& c, int n_ctx_, int n_batch_, int n_threads, int n_seq_)
+    : n_ctx(n_ctx_), n_batch(std::max(1, std::min(n_batch_, n_ctx_))), n_seq(0) {
     const size_t hd = size_t(c.head_dim), q_dim = size_t(c.num_attention_heads) * hd;
     const size_t kv_dim = size_t(c.num_key_value_heads) * hd;
-    const uint64_t cache_floats = uint64_t(c.num_hidden_layers) * kv_dim * uint64_t(n_ctx);
-    const uint64_t cache_bytes = 2 * cache_floats * sizeof(float);
-    if (cache_bytes > physical_memory_bytes()) {
-        throw Error(ErrorCode::out_of_memory,
-                    "a context of " + std::to_string(n_ctx) + " tokens needs a KV cache of " +
-                        std::to_string(cache_bytes >> 20) + " MiB, more than this machine's " +
-                        std::to_string(physical_memory_bytes() >> 20) +
-                        " MiB; ask for a smaller n_ctx");
-    }
-    k_cache.assign(cache_floats, 0.0f);
-    v_cache.assign(cache_floats, 0.0f);
+    seq_floats_ = size_t(c.num_hidden_layers) * kv_dim * size_t(n_ctx);
+    reserve_sequences(std::max(1, n_seq_));
 
     // inv_freq and position·inv_freq in f32 as transformers computes them; cos/sin of that f32.
     const size_t half = hd / 2;
@@ -63,9 +55,41 @@ LlamaState::LlamaState(const ModelConfig& c, int n_ctx_, int n_batch_, int n_thr
     scores.resize(size_t(std::max(1, n_threads)) * size_t(n_ctx));
 }
 
-size_t LlamaState::kv_offset(const ModelConfig& c, int layer, int kv_head) const {
-    return ((size_t(layer) * size_t(c.num_key_value_heads) + size_t(kv_head)) * size_t(n_ctx)) *
-           size_t(c.head_dim);
+size_t LlamaState::kv_offset(const ModelConfig& c, int layer, int kv_head, int seq) const {
+    return size_t(seq) * seq_floats_ +
+           ((size_t(layer) * size_t(c.num_key_value_heads) + size_t(kv_head)) * size_t(n_ctx)) *
+               size_t(c.head_dim);
+}
+
+void LlamaState::reserve_sequences(int n) {
+    if (n <= n_seq) return;
+    const uint64_t cache_bytes = 2 * uint64_t(seq_floats_) * uint64_t(n) * sizeof(float);
+    if (cache_bytes > physical_memory_bytes()) {
+        const std::string what = n == 1 ? std::string("a context of ") + std::to_string(n_ctx) +
+                                              " tokens"
+                                        : std::to_string(n) + " sequences of " +
+                                              std::to_string(n_ctx) + " tokens";
+        throw Error(ErrorCode::out_of_memory,
+                    what + " needs a KV cache of " + std::to_string(cache_bytes >> 20) +
+                        " MiB, more than this machine's " +
+                        std::to_string(physical_memory_bytes() >> 20) +
+                        " MiB; ask for a smaller n_ctx" + (n > 1 ? " or fewer sequences" : ""));
+    }
+    k_cache.resize(seq_floats_ * size_t(n), 0.0f);
+    v_cache.resize(seq_floats_ * size_t(n), 0.0f);
+    n_seq = n;
+}
+
+void LlamaState::copy_sequence(const ModelConfig& c, int from, int to, int n_pos) {
+    if (from == to || n_pos <= 0) return;
+    const size_t len = size_t(n_pos) * size_t(c.head_dim);
+    for (int l = 0; l < c.num_hidden_layers; ++l) {
+        for (int h = 0; h < c.num_key_value_heads; ++h) {
+            const size_t src = kv_offset(c, l, h, from), dst = kv_offset(c, l, h, to);
+            std::memcpy(&k_cache[dst], &k_cache[src], len * sizeof(float));
+            std::memcpy(&v_cache[dst], &v_cache[src], len * sizeof(float));
+        }
+    }
 }
 
 const char* slot_module_name(Slot slot) {
@@ -78,11 +102,33 @@ const char* slot_module_name(Slot slot) {
 
 namespace {
 
+// Up to this many rows (a batched decoding step, a short prompt) are multiplied reading each
+// weight row once for all of them, with a row's arithmetic exactly that of a lone matrix-vector
+// product; more rows go to sgemm.
+constexpr size_t kMultiRows = 16;
+
+// Y[m, rows] = X[m, cols] · W^T.
+void product(const kernels::KernelTable& kt, const kernels::Matrix& w, const float* x, size_t m,
+             float* y, ThreadPool& pool, LlamaState& s) {
+    if (m == 1 || m > kMultiRows) {
+        kernels::matmul(kt, w, x, m, y, pool, s.gemm_scratch);
+    } else if (matvec_multi_available(kt, w.type)) {
+        // As kernels::matvec splits rows, with the work of m vectors per row.
+        const size_t grain = std::max<size_t>(1, 65536 / std::max<size_t>(1, w.cols * m));
+        pool.parallel_for(w.rows, grain,
+                          [&](size_t r0, size_t r1) { matvec_multi(kt, w, x, m, y, r0, r1); });
+    } else {
+        // No batched kernel for this table or type (scalar, quantized): one product per row, so
+        // a row still gets what it would alone.
+        for (size_t i = 0; i < m; ++i) kernels::matvec(kt, w, x + i * w.cols, y + i * w.rows, pool);
+    }
+}
+
 // y[m, out] = x[m, in] · W^T, plus the low-rank terms of attached adapters.
 void linear(const kernels::KernelTable& kt, const kernels::Matrix& w,
             const std::vector<LowRankTerm>* terms, const float* x, size_t m, float* y,
             ThreadPool& pool, LlamaState& s) {
-    kernels::matmul(kt, w, x, m, y, pool, s.gemm_scratch);
+    product(kt, w, x, m, y, pool, s);
     if (!terms) return;
     for (const LowRankTerm& t : *terms) {
         kernels::matmul_add_low_rank(kt, t.a, t.b, t.scale, x, m, y, pool, s.lora_scratch);
@@ -92,10 +138,12 @@ void linear(const kernels::KernelTable& kt, const kernels::Matrix& w,
     }
 }
 
-// One chunk of at most n_batch tokens through every layer; leaves the final hidden states in x.
+// One chunk of at most n_batch rows through every layer; leaves the final hidden states in x.
+// Row i is token tokens[i] of sequence seqs[i] at position positions[i].
 void forward_chunk(const ModelConfig& c, const LlamaWeights& w, const WeightOverrides& ov,
                    LlamaState& s, const kernels::KernelTable& kt, ThreadPool& pool,
-                   const int32_t* tokens, size_t m, size_t pos0) {
+                   const int32_t* tokens, const int32_t* seqs, const int32_t* positions,
+                   size_t m) {
     const size_t hidden = size_t(c.hidden_size), ffn = size_t(c.intermediate_size);
     const size_t hd = size_t(c.head_dim), n_heads = size_t(c.num_attention_heads);
     const size_t n_kv_heads = size_t(c.num_key_value_heads), group = n_heads / n_kv_heads;
@@ -125,25 +173,27 @@ void forward_chunk(const ModelConfig& c, const LlamaWeights& w, const WeightOver
         linear(kt, L.wk, lora(kK), xb, m, k, pool, s);
         linear(kt, L.wv, lora(kV), xb, m, v, pool, s);
         for (size_t i = 0; i < m; ++i) {
-            const size_t pos = pos0 + i;
+            const size_t pos = size_t(positions[i]);
             const float* cos = s.rope_cos.data() + pos * half;
             const float* sin = s.rope_sin.data() + pos * half;
             kernels::rope(q + i * q_dim, n_heads, hd, cos, sin);
             kernels::rope(k + i * kv_dim, n_kv_heads, hd, cos, sin);
             for (size_t h = 0; h < n_kv_heads; ++h) {
-                const size_t off = s.kv_offset(c, int(l), int(h)) + pos * hd;
+                const size_t off = s.kv_offset(c, int(l), int(h), seqs[i]) + pos * hd;
                 std::memcpy(&s.k_cache[off], k + i * kv_dim + h * hd, hd * sizeof(float));
                 std::memcpy(&s.v_cache[off], v + i * kv_dim + h * hd, hd * sizeof(float));
             }
         }
-        // Causal grouped-query attention: query head h reads kv head h / group.
+        // Causal grouped-query attention: query head h reads kv head h / group of the row's
+        // own sequence, positions up to its own.
         pool.run(pool.size(), [&](int t) {
             float* scores = s.scores.data() + size_t(t) * size_t(s.n_ctx);
             for (size_t job = size_t(t); job < m * n_heads; job += size_t(pool.size())) {
                 const size_t i = job / n_heads, h = job % n_heads;
-                const size_t base = s.kv_offset(c, int(l), int(h / group));
+                const size_t base = s.kv_offset(c, int(l), int(h / group), seqs[i]);
                 kernels::attend(kt, q + i * q_dim + h * hd, &s.k_cache[base], &s.v_cache[base],
-                                pos0 + i + 1, hd, hd, scale, scores, att + i * q_dim + h * hd);
+                                size_t(positions[i]) + 1, hd, hd, scale, scores,
+                                att + i * q_dim + h * hd);
             }
         });
         linear(kt, L.wo, lora(kO), att, m, xb, pool, s);
@@ -160,30 +210,77 @@ void forward_chunk(const ModelConfig& c, const LlamaWeights& w, const WeightOver
     }
 }
 
+// The head for rows local[0..k) of the chunk just run (final norm, then the head).
+void apply_head(const ModelConfig& c, const LlamaWeights& w, const WeightOverrides& ov,
+                LlamaState& s, const kernels::KernelTable& kt, ThreadPool& pool,
+                const size_t* local, size_t k, const LlamaHead& head, float* out) {
+    if (k == 0) return;
+    const size_t hidden = size_t(c.hidden_size);
+    for (size_t j = 0; j < k; ++j) {
+        kt.rmsnorm(s.x.data() + local[j] * hidden, w.final_norm.data(), s.xb.data() + j * hidden,
+                   hidden, c.rms_norm_eps);
+    }
+    switch (head.kind) {
+        case LlamaHead::logits: {
+            const kernels::Matrix& m = ov.lm_head_matrix ? *ov.lm_head_matrix : w.lm_head;
+            linear(kt, m, ov.lm_head.empty() ? nullptr : &ov.lm_head, s.xb.data(), k, out, pool,
+                   s);
+            break;
+        }
+        case LlamaHead::matrix:
+            linear(kt, *head.m, nullptr, s.xb.data(), k, out, pool, s);
+            break;
+        case LlamaHead::hidden:
+            std::memcpy(out, s.xb.data(), k * hidden * sizeof(float));
+            break;
+    }
+}
+
 }  // namespace
+
+void llama_forward_rows(const ModelConfig& c, const LlamaWeights& w, const WeightOverrides& ov,
+                        LlamaState& s, const kernels::KernelTable& kt, ThreadPool& pool,
+                        const int32_t* tokens, const int32_t* seqs, const int32_t* positions,
+                        size_t n, const size_t* out_rows, size_t n_out, const LlamaHead& head,
+                        float* out) {
+    const size_t out_size = head.out_size(c);
+    if (s.row_out.size() < size_t(s.n_batch)) s.row_out.resize(size_t(s.n_batch));
+    size_t next = 0;  // first out_rows entry not written yet
+    for (size_t done = 0; done < n;) {
+        const size_t m = std::min(n - done, size_t(s.n_batch));
+        forward_chunk(c, w, ov, s, kt, pool, tokens + done, seqs + done, positions + done, m);
+        size_t k = 0;
+        const size_t first = next;
+        while (next < n_out && out_rows[next] < done + m) s.row_out[k++] = out_rows[next++] - done;
+        apply_head(c, w, ov, s, kt, pool, s.row_out.data(), k, head, out + first * out_size);
+        done += m;
+    }
+}
 
 void llama_forward(const ModelConfig& c, const LlamaWeights& w, const WeightOverrides& ov,
                    LlamaState& s, const kernels::KernelTable& kt, ThreadPool& pool,
                    const int32_t* tokens, size_t n, size_t pos0, float* logits, bool all_logits) {
-    const size_t hidden = size_t(c.hidden_size), vocab = size_t(c.vocab_size);
+    const size_t vocab = size_t(c.vocab_size), B = size_t(s.n_batch);
+    if (s.row_seq.size() < B) s.row_seq.resize(B);
+    if (s.row_pos.size() < B) s.row_pos.resize(B);
+    if (s.row_out.size() < B) s.row_out.resize(B);
     for (size_t done = 0; done < n;) {
-        const size_t m = std::min(n - done, size_t(s.n_batch));
-        forward_chunk(c, w, ov, s, kt, pool, tokens + done, m, pos0 + done);
-
-        // Final norm and LM head, for the rows the caller wants.
-        const size_t first = all_logits ? 0 : m - 1;
-        const bool last_chunk = done + m == n;
-        if (all_logits || last_chunk) {
-            const size_t rows = m - first;
-            for (size_t i = first; i < m; ++i) {
-                kt.rmsnorm(s.x.data() + i * hidden, w.final_norm.data(),
-                           s.xb.data() + (i - first) * hidden, hidden, c.rms_norm_eps);
-            }
-            float* out = all_logits ? logits + done * vocab : logits;
-            const kernels::Matrix& head = ov.lm_head_matrix ? *ov.lm_head_matrix : w.lm_head;
-            linear(kt, head, ov.lm_head.empty() ? nullptr : &ov.lm_head, s.xb.data(), rows, out,
-                   pool, s);
+        const size_t m = std::min(n - done, B);
+        for (size_t i = 0; i < m; ++i) {
+            s.row_seq[i] = 0;
+            s.row_pos[i] = int32_t(pos0 + done + i);
         }
+        forward_chunk(c, w, ov, s, kt, pool, tokens + done, s.row_seq.data(), s.row_pos.data(),
+                      m);
+        // Final norm and LM head, for the rows the caller wants.
+        size_t k = 0;
+        if (all_logits) {
+            for (size_t i = 0; i < m; ++i) s.row_out[k++] = i;
+        } else if (done + m == n) {
+            s.row_out[k++] = m - 1;
+        }
+        apply_head(c, w, ov, s, kt, pool, s.row_out.data(), k, LlamaHead{},
+                   all_logits ? logits + done * vocab : logits);
         done += m;
     }
 }

@@ -1,5 +1,6 @@
 #include "model/weights.hpp"
 
+#include <cmath>
 #include <cstring>
 
 #include "stackllama/error.hpp"
@@ -84,6 +85,13 @@ public:
                 out[i] = m.type == kernels::WeightType::f16 ? kernels::f16_to_f32(h)
                                                             : kernels::bf16_to_f32(h);
             }
+            // The vectors are read here anyway: a non-finite value would poison every token.
+            if (!std::isfinite(out[i])) {
+                throw Error(ErrorCode::format,
+                            "tensor " + name + " in " + t.file + " holds " +
+                                (std::isnan(out[i]) ? "NaN" : out[i] > 0 ? "+inf" : "-inf") +
+                                " at element " + std::to_string(i) + "; weights must be finite");
+            }
         }
         return out;
     }
@@ -119,7 +127,17 @@ LlamaWeights load_llama_weights(const io::TensorSet& tensors, const ModelConfig&
         L.w_down = ld.matrix(p + "mlp.down_proj.weight", hidden, ffn);
     }
     w.final_norm = ld.vector("model.norm.weight", hidden);
-    if (c.tie_word_embeddings) {
+    if (c.num_labels > 0) {
+        // LlamaForSequenceClassification: a bias-free score head replaces the LM head (a tied
+        // setting is meaningless there and ignored, as transformers does).
+        if (!tensors.find("score.weight")) {
+            throw Error(ErrorCode::format, "missing tensor score.weight in " + tensors.origin +
+                                               " (config.json says " + c.architecture +
+                                               " with " + std::to_string(c.num_labels) +
+                                               " labels)");
+        }
+        w.score = ld.matrix("score.weight", c.num_labels, hidden);
+    } else if (c.tie_word_embeddings) {
         w.lm_head = w.embed;  // a stored lm_head.weight copy, if any, is ignored
         w.matrix_bytes += w.embed.bytes();
     } else {

@@ -28,13 +28,16 @@ struct LlamaWeights {
     kernels::Matrix embed;          // model.embed_tokens        [vocab, hidden]
     std::vector<LayerWeights> layers;
     std::vector<float> final_norm;  // model.norm                [hidden]
-    kernels::Matrix lm_head;        // lm_head, or embed when tied [vocab, hidden]
+    kernels::Matrix lm_head;        // lm_head, or embed when tied [vocab, hidden]; empty (data
+                                    // null) in a LlamaForSequenceClassification
+    kernels::Matrix score;          // score [num_labels, hidden]: reward models only, else empty
     DType dtype = DType::f32;       // storage type of the matrices
     uint64_t matrix_bytes = 0;      // bytes read per token (every matrix once)
     // Keep the mapped files (and any realigned copies) alive as long as the matrices.
     std::vector<std::shared_ptr<const void>> owners;
 };
 
+// A LlamaForSequenceClassification (config.num_labels > 0) has score.weight instead of lm_head.
 // Error(format) names the file, the tensor and both shapes when a tensor does not fit the config;
 // Error(format) names a missing tensor and where it was looked for; Error(unsupported) names a
 // tensor stored in a type other than F32/F16/BF16.
