@@ -514,6 +514,10 @@ uint32_t stackllama_version_number(void) {
     return STACKLLAMA_VERSION_NUMBER;
 }
 
+const char* stackllama_system_info(void) {
+    return stackllama::system_info();
+}
+
 const char* stackllama_status_name(stackllama_status status) {
     switch (status) {
         case STACKLLAMA_OK:

@@ -175,6 +175,8 @@ static void test_version(void) {
              STACKLLAMA_VERSION_PATCH);
     CHECK(strcmp(stackllama_version(), v) == 0);
     CHECK(strcmp(stackllama_version(), STACKLLAMA_VERSION_STRING) == 0);
+    CHECK(strstr(stackllama_system_info(), "kernels: ") != NULL);
+    CHECK(strstr(stackllama_system_info(), "cpu:") != NULL);
     CHECK(stackllama_version_number() == STACKLLAMA_VERSION_NUMBER);
 #if STACKLLAMA_VERSION_NUMBER < 100
     CHECK(0 && "STACKLLAMA_VERSION_NUMBER usable in #if");

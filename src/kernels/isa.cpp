@@ -1,5 +1,8 @@
 #include "kernels/isa.hpp"
 
+#include <utility>
+#include "stackllama/version.hpp"
+
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -74,3 +77,31 @@ Isa active_isa() {
 }
 
 }  // namespace stackllama::kernels
+
+namespace stackllama {
+
+const char* system_info() noexcept {
+    static const std::string info = [] {
+        std::string s = "cpu:";
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_cpu_init();
+        const std::pair<const char*, int> features[] = {
+            {"avx2", __builtin_cpu_supports("avx2")},
+            {"fma", __builtin_cpu_supports("fma")},
+            {"avx512f", __builtin_cpu_supports("avx512f")},
+            {"avx512bw", __builtin_cpu_supports("avx512bw")},
+            {"avx512_vnni", __builtin_cpu_supports("avx512vnni")},
+            {"avx512_bf16", __builtin_cpu_supports("avx512bf16")},
+        };
+        for (const auto& [name, on] : features)
+            s += std::string(" ") + name + "=" + (on ? "1" : "0");
+#else
+        s += " (not x86-64)";
+#endif
+        s += std::string(" | kernels: ") + kernels::isa_name(kernels::active_isa());
+        return s;
+    }();
+    return info.c_str();
+}
+
+}  // namespace stackllama

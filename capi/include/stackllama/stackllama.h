@@ -103,6 +103,9 @@ typedef enum stackllama_finish_reason {
 STACKLLAMA_CAPI const char *stackllama_version(void);
 /* MAJOR * 10000 + MINOR * 100 + PATCH of the linked library (as STACKLLAMA_VERSION_NUMBER). Since 0.1. */
 STACKLLAMA_CAPI uint32_t stackllama_version_number(void);
+/* CPU features and the kernels in use, e.g. "cpu: avx2=1 fma=1 avx512f=0 ... | kernels: avx2".
+ * Static string; never NULL. Since 0.1. */
+STACKLLAMA_CAPI const char *stackllama_system_info(void);
 /* A static name for a status ("ok", "invalid argument", ...). Since 0.1. */
 STACKLLAMA_CAPI const char *stackllama_status_name(stackllama_status status);
 /* A static name for a finish reason ("eos", "length", "stop_string", "cancelled"). Since 0.1. */
