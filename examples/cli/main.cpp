@@ -125,7 +125,8 @@ int run(const stackllama_cli::Options& o) {
     const double s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (o.verbose) {
-        std::fprintf(stderr, "\nstackllama: %zu prompt tokens, %zu new tokens in %.3f s (%s)\n",
+        std::fprintf(stderr, "\nstackllama: %s\n", stackllama::system_info());
+        std::fprintf(stderr, "stackllama: %zu prompt tokens, %zu new tokens in %.3f s (%s)\n",
                      prompt.size(), result.tokens.size(), s,
                      stackllama::finish_reason_name(result.finish_reason));
     }

@@ -137,6 +137,15 @@ public:
     void detach_all();
     std::vector<AdapterRef> attached() const;
 
+    // KV sessions. save_session writes the sequence (tokens, KV cache, the pending token and the
+    // last logits) to a zstd-compressed file; load_session replaces this generator's sequence
+    // with it, so generation continues exactly where the saved one left off. The model and the
+    // attached adapters (and scales) must be the ones it was saved with: Error(invalid_argument)
+    // otherwise. A damaged file is Error(format) and leaves this generator unchanged. A prefix
+    // saved once can be loaded by any number of generators. Since 0.1.
+    void save_session(const std::string& path) const;
+    void load_session(const std::string& path);
+
     // Appends tokens to the sequence and runs them through the model in one pass (prefill goes
     // through matrix-matrix products). Returns the logits of the last token, or of every token
     // appended when all_logits is true. Throws Error (out_of_range) when the context would
