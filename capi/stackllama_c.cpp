@@ -835,6 +835,29 @@ stackllama_status stackllama_generator_reset(stackllama_generator* generator) {
     });
 }
 
+stackllama_status stackllama_generator_save_session(const stackllama_generator* generator,
+                                                    const char* path) {
+    const char* const func = __func__;
+    return guarded([&] {
+        require(generator, func, "generator");
+        require(path, func, "path");
+        generator->gen.save_session(path);
+        return STACKLLAMA_OK;
+    });
+}
+
+stackllama_status stackllama_generator_load_session(stackllama_generator* generator,
+                                                    const char* path) {
+    const char* const func = __func__;
+    return guarded([&] {
+        require(generator, func, "generator");
+        require(path, func, "path");
+        Busy busy(generator, func);
+        generator->gen.load_session(path);
+        return STACKLLAMA_OK;
+    });
+}
+
 stackllama_status stackllama_generator_attach(stackllama_generator* generator,
                                               stackllama_adapter* adapter, float scale) {
     const char* const func = __func__;

@@ -1064,6 +1064,33 @@ int main(int argc, char **argv) {
     test_batch(gen, argv[3]);
     test_scoring(model, argv[2], argv[3]);
 
+    /* KV sessions: a saved prefix restored into a second generator continues identically. */
+    {
+        char path[4096];
+        stackllama_generator *g2 = NULL;
+        stackllama_result *r1 = NULL, *r2 = NULL;
+        stackllama_generation_params gp;
+        stackllama_generation_params_init(&gp, sizeof gp);
+        gp.max_new_tokens = 8;
+        snprintf(path, sizeof path, "%s/prefix.session", argv[4]);
+        CHECK_FAILS(stackllama_generator_save_session(NULL, path),
+                    STACKLLAMA_ERROR_INVALID_ARGUMENT);
+        CHECK_FAILS(stackllama_generator_save_session(gen, NULL),
+                    STACKLLAMA_ERROR_INVALID_ARGUMENT);
+        CHECK_OK(stackllama_generator_reset(gen));
+        CHECK_OK(stackllama_generator_generate(gen, "What is a session?", &gp, NULL, NULL, &r1));
+        CHECK_OK(stackllama_generator_save_session(gen, path));
+        CHECK_OK(stackllama_generator_create(model, NULL, &g2));
+        CHECK_OK(stackllama_generator_load_session(g2, path));
+        CHECK(stackllama_generator_n_past(g2) == stackllama_generator_n_past(gen));
+        CHECK_FAILS(stackllama_generator_load_session(g2, "/nonexistent.session"),
+                    STACKLLAMA_ERROR_IO);
+        CHECK(strstr(stackllama_last_error(), "/nonexistent.session") != NULL);
+        stackllama_result_free(r1);
+        stackllama_result_free(r2);
+        stackllama_generator_free(g2);
+    }
+
     /* A model loaded without its tokenizer has none to give. */
     {
         stackllama_model *bare = NULL;

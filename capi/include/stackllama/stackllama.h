@@ -269,6 +269,16 @@ STACKLLAMA_CAPI stackllama_status stackllama_generator_tokens(const stackllama_g
 /* Forgets the sequence (the KV cache stays allocated; adapters stay attached). Since 0.1. */
 STACKLLAMA_CAPI stackllama_status stackllama_generator_reset(stackllama_generator *generator);
 
+/* KV sessions: writes the sequence (tokens, KV cache, pending token, last logits) to a
+ * zstd-compressed file at `path`, and replaces a generator's sequence with a saved one, so that
+ * generation continues exactly where it left off. Loading requires the same model and the same
+ * attached adapters and scales (STACKLLAMA_ERROR_INVALID_ARGUMENT otherwise); a damaged file is
+ * STACKLLAMA_ERROR_FORMAT and leaves the generator unchanged. Since 0.1. */
+STACKLLAMA_CAPI stackllama_status stackllama_generator_save_session(
+    const stackllama_generator *generator, const char *path);
+STACKLLAMA_CAPI stackllama_status stackllama_generator_load_session(
+    stackllama_generator *generator, const char *path);
+
 /* Applies a LoRA adapter, unmerged, from the next evaluated token on, with `scale` times its own
  * scaling. The adapter must belong to the generator's model; attaching it twice is refused. Tokens
  * already in the cache are not recomputed: reset to start over. Since 0.1. */
