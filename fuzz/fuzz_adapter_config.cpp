@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "fuzz_model.hpp"
 #include "fuzz_support.hpp"
 #include "io/safetensors_writer.hpp"
 #include "stackllama/adapter.hpp"
@@ -22,63 +23,14 @@
 #include "stackllama/model.hpp"
 
 using namespace stackllama;
+using fuzz::kHeadDim;
+using fuzz::kHeads;
+using fuzz::kHidden;
+using fuzz::kKvHeads;
+using fuzz::kLayers;
 using nlohmann::json;
 
 namespace {
-
-// hidden 16, 2 layers, 4 heads / 2 KV heads (head_dim 4), ffn 24, vocab 32.
-constexpr int kHidden = 16, kLayers = 2, kHeads = 4, kKvHeads = 2, kHeadDim = 4, kFfn = 24,
-              kVocab = 32;
-
-std::shared_ptr<const Model> base_model() {
-    static const std::shared_ptr<const Model> model = [] {
-        const std::string dir = fuzz::scratch_path("base-model");
-        std::filesystem::create_directories(dir);
-        fuzz::write_file(dir + "/config.json", json{{"architectures", {"LlamaForCausalLM"}},
-                                                    {"hidden_size", kHidden},
-                                                    {"intermediate_size", kFfn},
-                                                    {"num_hidden_layers", kLayers},
-                                                    {"num_attention_heads", kHeads},
-                                                    {"num_key_value_heads", kKvHeads},
-                                                    {"vocab_size", kVocab},
-                                                    {"max_position_embeddings", 64},
-                                                    {"bos_token_id", 1},
-                                                    {"eos_token_id", 2}}
-                                                   .dump());
-        static std::vector<std::vector<float>> store;
-        std::vector<io::TensorToWrite> ts;
-        auto add = [&](const std::string& name, std::vector<int64_t> shape) {
-            size_t n = 1;
-            for (int64_t d : shape) n *= size_t(d);
-            std::vector<float> v(n);
-            for (size_t i = 0; i < n; ++i) v[i] = float((i * 7919 + name.size() * 31) % 200) / 1000.0f - 0.1f;
-            store.push_back(std::move(v));
-            ts.push_back({name, io::TensorDType::F32, shape, store.back().data()});
-        };
-        store.reserve(64);
-        add("model.embed_tokens.weight", {kVocab, kHidden});
-        for (int l = 0; l < kLayers; ++l) {
-            const std::string p = "model.layers." + std::to_string(l) + ".";
-            add(p + "input_layernorm.weight", {kHidden});
-            add(p + "post_attention_layernorm.weight", {kHidden});
-            add(p + "self_attn.q_proj.weight", {kHeads * kHeadDim, kHidden});
-            add(p + "self_attn.k_proj.weight", {kKvHeads * kHeadDim, kHidden});
-            add(p + "self_attn.v_proj.weight", {kKvHeads * kHeadDim, kHidden});
-            add(p + "self_attn.o_proj.weight", {kHidden, kHeads * kHeadDim});
-            add(p + "mlp.gate_proj.weight", {kFfn, kHidden});
-            add(p + "mlp.up_proj.weight", {kFfn, kHidden});
-            add(p + "mlp.down_proj.weight", {kHidden, kFfn});
-        }
-        add("model.norm.weight", {kHidden});
-        add("lm_head.weight", {kVocab, kHidden});
-        io::write_safetensors(dir + "/model.safetensors", ts);
-        ModelParams p;
-        p.load_tokenizer = false;
-        p.n_threads = 1;
-        return Model::load(dir, p);
-    }();
-    return model;
-}
 
 bool parse_dtype_name(const std::string& s, io::TensorDType* t) { return io::parse_dtype(s, t); }
 
@@ -125,7 +77,9 @@ Weights weights_for(std::string_view text) {
         for (auto it = j["__tensors__"].begin(); it != j["__tensors__"].end(); ++it) {
             if (w.list.size() >= 200) break;
             const json& e = it.value();
-            const json* shape_j = e.is_array() ? &e : (e.is_object() && e.contains("shape") ? &e["shape"] : nullptr);
+            const json* shape_j = e.is_array() ? &e
+                                  : e.is_object() && e.contains("shape") ? &e["shape"]
+                                                                          : nullptr;
             if (!shape_j || !shape_j->is_array() || shape_j->size() > 4) continue;
             std::vector<int64_t> shape;
             size_t n = 1;
@@ -174,7 +128,7 @@ Weights weights_for(std::string_view text) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    const std::shared_ptr<const Model> model = base_model();
+    const std::shared_ptr<const Model> model = fuzz::tiny_model();
     const std::string_view text(reinterpret_cast<const char*>(data), size);
     const std::string dir = fuzz::scratch_path("adapter");
     std::filesystem::create_directories(dir);

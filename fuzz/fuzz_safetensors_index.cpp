@@ -25,7 +25,8 @@ const std::string& model_dir() {
                               {{"c", io::TensorDType::BF16, {2, 2}, h}});
         io::write_safetensors(d + "/model-00003-of-00003.safetensors",
                               {{"d", io::TensorDType::F32, {0, 5}, f}}, {});
-        fuzz::write_file(d + "/damaged.safetensors", std::string("\x10\0\0\0\0\0\0\0{\"x\":1}", 15));
+        fuzz::write_file(d + "/damaged.safetensors",  // a header length past the end
+                         std::string("\x10\0\0\0\0\0\0\0{\"x\":1}", 15));
         return d;
     }();
     return dir;

@@ -74,6 +74,17 @@ inline std::string read_file(const std::string& path) {
         if (!(cond)) ::fuzz::harness_failure(#cond, (detail));            \
     } while (0)
 
+// With STACKLLAMA_FUZZ_TOLERATE_FOREIGN_EXCEPTIONS=1, an exception that is not
+// stackllama::Error (a known, reported bug being fixed elsewhere) is printed the first few times
+// instead of aborting, so that a long run can look for memory errors behind it.
+inline bool tolerate_foreign_exceptions() {
+    static const bool on = [] {
+        const char* v = std::getenv("STACKLLAMA_FUZZ_TOLERATE_FOREIGN_EXCEPTIONS");
+        return v && *v && *v != '0';
+    }();
+    return on;
+}
+
 // Runs f; a stackllama::Error is the expected way to refuse an input. Returns true when f
 // returned normally.
 template <class F>
@@ -88,8 +99,13 @@ bool expect_ok_or_error(F&& f) {
         FUZZ_CHECK(e.what() != nullptr && e.what()[0] != '\0', "empty error message");
         return false;
     } catch (const std::exception& e) {
-        harness_failure("an exception that is not stackllama::Error escaped",
-                        std::string(typeid(e).name()) + ": " + e.what());
+        const std::string what = std::string(typeid(e).name()) + ": " + e.what();
+        if (!tolerate_foreign_exceptions())
+            harness_failure("an exception that is not stackllama::Error escaped", what);
+        static int shown = 0;
+        if (shown++ < 5)
+            std::fprintf(stderr, "\n*** tolerated foreign exception: %s\n", what.c_str());
+        return false;
     } catch (...) {
         harness_failure("a non-std exception escaped", "");
     }

@@ -8,7 +8,7 @@
 #   -b DIR       the fuzz build (default build-fuzz: cmake --preset fuzz && cmake --build
 #                --preset fuzz)
 #   TARGET       safetensors, safetensors_index, torch_bin, model_config, adapter_config,
-#                tokenizer_config, native_file (default: every fuzz_* the build has)
+#                tokenizer_config, native_file, kv_session (default: every fuzz_* the build has)
 #
 # The corpus of each target grows in BUILD_DIR/fuzz/corpus/<target> (seeds from
 # fuzz/make_seeds.py, written first if missing, and fuzz/regressions/<target> are read too);
@@ -60,7 +60,7 @@ dict_for() {
 }
 max_len_for() {
     case $1 in
-        safetensors | torch_bin | native_file) echo 65536 ;;
+        safetensors | torch_bin | native_file | kv_session) echo 65536 ;;
         *) echo 16384 ;;
     esac
 }
