@@ -3,6 +3,9 @@
 
 #include "stackllama/stackllama.hpp"
 #include "test_support.hpp"
+#include "util/checksum.hpp"
+
+#include <zstd.h>
 
 using namespace testing_support;
 
@@ -87,7 +90,7 @@ TEST_CASE("a session is refused by another model or other adapters") {
         none.load_session(t / "s");
         FAIL("no error");
     } catch (const stackllama::Error& e) {
-        MESSAGE(e.what());
+        MESSAGE(std::string(e.what()));
         CHECK(e.code() == stackllama::ErrorCode::invalid_argument);
         CHECK(std::string(e.what()).find("adapters") != std::string::npos);
     }
@@ -134,5 +137,51 @@ TEST_CASE("damaged session files") {
         FAIL("no error");
     } catch (const stackllama::Error& e) {
         CHECK(std::string(e.what()).find("checksum") != std::string::npos);
+    }
+}
+
+namespace {
+
+// A session file around an arbitrary payload, with a valid header, checksum and zstd frame.
+std::string wrap_session(const std::string& payload, uint64_t claimed_size) {
+    std::string packed(ZSTD_compressBound(payload.size()), '\0');
+    packed.resize(ZSTD_compress(packed.data(), packed.size(), payload.data(), payload.size(), 1));
+    std::string f("SLLMSESS", 8);
+    f += std::string("\x01\0\0\0\0\0\0\0", 8);
+    for (int i = 0; i < 8; ++i) f.push_back(char((claimed_size >> (8 * i)) & 0xff));
+    const uint64_t h = stackllama::xxh64(packed.data(), packed.size());
+    for (int i = 0; i < 8; ++i) f.push_back(char((h >> (8 * i)) & 0xff));
+    return f + packed;
+}
+
+std::string with_meta(const std::string& meta) {
+    std::string p;
+    for (int i = 0; i < 8; ++i) p.push_back(char((uint64_t(meta.size()) >> (8 * i)) & 0xff));
+    return p + meta;
+}
+
+}  // namespace
+
+TEST_CASE("hostile session payloads (fuzzer findings) are errors, not crashes") {
+    auto model = load(fixture_dir() + "/models/gqa_f32");
+    TempDir t;
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"meta not an object", wrap_session(with_meta("[1,2,3]"), 15)},
+        {"model not a string", wrap_session(with_meta(R"({"model":5,"adapters":[],"tokens":[]})"), 47)},
+        {"token out of range", wrap_session(with_meta(R"({"model":"x","adapters":[],"tokens":[99999]})"), 53)},
+        {"payload claims 16 GiB", wrap_session("tiny", uint64_t(16) << 30)},
+    };
+    for (const auto& [name, bytes] : cases) {
+        CAPTURE(name);
+        write_file(t / "s", bytes);
+        stackllama::Generator g(model);
+        try {
+            g.load_session(t / "s");
+            FAIL("no error");
+        } catch (const stackllama::Error& e) {
+            MESSAGE(name << ": " << std::string(e.what()));
+            CHECK(e.code() == stackllama::ErrorCode::format);
+        }
+        CHECK(g.n_past() == 0);
     }
 }

@@ -138,8 +138,16 @@ void Generator::load_session(const std::string& path) {
     const uint64_t raw_size = get_u64(p + 16);
     if (xxh64(p + kHeader, size - kHeader) != get_u64(p + 24))
         bad("checksum mismatch (the file is damaged or truncated)");
+    // No session of this generator's model and context can be larger than this: refuse a file
+    // claiming more before allocating anything.
+    const uint64_t most = 2ull * uint64_t(c.num_hidden_layers) * uint64_t(c.num_key_value_heads) *
+                              uint64_t(g.n_ctx) * uint64_t(c.head_dim) * 4 +
+                          uint64_t(c.vocab_size) * 4 + uint64_t(g.n_ctx) * 16 + (1u << 20);
+    if (raw_size > most)
+        bad("payload of " + std::to_string(raw_size) + " bytes is larger than any session of "
+            "this model and context (" + std::to_string(most) + ")");
     const unsigned long long frame = ZSTD_getFrameContentSize(p + kHeader, size - kHeader);
-    if (frame != raw_size || raw_size > (uint64_t(1) << 40)) bad("payload size does not match");
+    if (frame != raw_size) bad("payload size does not match");
     std::string raw(raw_size, '\0');
     const size_t got = ZSTD_decompress(raw.data(), raw.size(), p + kHeader, size - kHeader);
     if (ZSTD_isError(got) || got != raw_size) bad("payload does not decompress");
@@ -148,6 +156,14 @@ void Generator::load_session(const std::string& path) {
     const uint64_t meta_size = raw_size >= 8 ? get_u64(r) : ~0ull;
     if (meta_size > raw_size - 8) bad("metadata lies outside the payload");
     io::Json meta = io::parse_json(std::string_view(raw.data() + 8, meta_size), path);
+    if (!meta.is_object() || !meta.contains("model") || !meta["model"].is_string() ||
+        !meta.contains("adapters") || !meta["adapters"].is_array() || !meta.contains("tokens") ||
+        !meta["tokens"].is_array())
+        bad("metadata is not a session description");
+    for (const auto& t : meta["tokens"]) {
+        if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= c.vocab_size)
+            bad("metadata holds a token id outside the vocabulary");
+    }
 
     if (meta.value("model", std::string()) != model_fingerprint(*g.model))
         throw Error(ErrorCode::invalid_argument,
@@ -165,7 +181,8 @@ void Generator::load_session(const std::string& path) {
         throw Error(ErrorCode::out_of_range,
                     "session " + path + " holds " + std::to_string(n_past) +
                         " tokens but this generator's context is " + std::to_string(g.n_ctx));
-    const bool has_logits = meta.value("has_logits", false);
+    const bool has_logits = meta.contains("has_logits") && meta["has_logits"].is_boolean() &&
+                            meta["has_logits"].get<bool>();
     const size_t kv_bytes = 2 * size_t(c.num_hidden_layers) * size_t(c.num_key_value_heads) *
                             n_past * hd * sizeof(float);
     const size_t want = 8 + meta_size + (has_logits ? size_t(c.vocab_size) * 4 : 0) + kv_bytes;
