@@ -63,10 +63,11 @@ extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
     return 0;
 }
 
-// The header (bytes 0..47) and the index carry XXH64 checksums that no mutation survives: the
-// harness recomputes them (when the index lies inside the input) before writing the file, so
-// the fuzzer reaches the index and the tensors. Checksum mismatches are trivial paths, covered
-// by the native format's own tests.
+// The header (bytes 0..47) and the index carry XXH64 checksums that no mutation survives, and
+// the header records the file size and the index size, which every insertion or deletion
+// breaks. The harness makes them consistent before writing the file (the index is the last
+// section: it runs to the end of the file), so the fuzzer reaches the index JSON and the tensors.
+// Those mismatch paths are trivial comparisons, covered by the native format's own tests.
 static void fix_checksums(std::string& f) {
     auto put64 = [&](size_t at, uint64_t v) {
         for (int i = 0; i < 8; ++i) f[at + size_t(i)] = char(uint8_t(v >> (8 * i)));
@@ -77,7 +78,10 @@ static void fix_checksums(std::string& f) {
         return v;
     };
     if (f.size() < io::kNativeHeaderSize) return;
-    const uint64_t off = get64(16), n = get64(24);
+    put64(40, f.size());
+    const uint64_t off = get64(16);
+    if (off <= f.size()) put64(24, f.size() - off);
+    const uint64_t n = get64(24);
     if (off <= f.size() && n <= f.size() - off) put64(32, xxh64(f.data() + off, size_t(n)));
     put64(48, xxh64(f.data(), 48));
 }

@@ -7,6 +7,8 @@
 #   -t SECONDS   time per target (default 600)
 #   -b DIR       the fuzz build (default build-fuzz: cmake --preset fuzz && cmake --build
 #                --preset fuzz)
+#   STACKLLAMA_FUZZ_FLAGS  extra libFuzzer flags, e.g. "-fork=1 -ignore_crashes=1 -ignore_ooms=1"
+#                to go on past findings (a fork-mode run counts executions in its status lines)
 #   TARGET       safetensors, safetensors_index, torch_bin, model_config, adapter_config,
 #                tokenizer_config, native_file, kv_session (default: every fuzz_* the build has)
 #
@@ -23,7 +25,7 @@ while getopts "t:b:h" opt; do
     case $opt in
         t) seconds=$OPTARG ;;
         b) build=$OPTARG ;;
-        *) sed -n '2,18p' "$0"; exit 2 ;;
+        *) sed -n '2,20p' "$0"; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -83,10 +85,12 @@ for t in "${targets[@]}"; do
     UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
         nice -n 19 "$exe" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2560 \
         -max_len="$(max_len_for "$t")" -dict="$src/dicts/$(dict_for "$t")" \
-        -print_final_stats=1 -artifact_prefix="$artifacts/" "${dirs[@]}" >"$log" 2>&1
+        -print_final_stats=1 -artifact_prefix="$artifacts/" ${STACKLLAMA_FUZZ_FLAGS:-} \
+        "${dirs[@]}" >"$log" 2>&1
     rc=$?
     elapsed=$(($(date +%s) - start))
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    [ -n "$execs" ] || execs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#')
     files=$(find "$corpus" -type f | wc -l)
     bytes=$(find "$corpus" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')
     verdict=ok
