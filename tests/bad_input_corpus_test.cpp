@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "io/native_file.hpp"
 #include "io/safetensors.hpp"
 #include "io/torch_bin.hpp"
 #include "io/zip_reader.hpp"
@@ -86,12 +87,18 @@ void expect_error(const std::string& id, const std::string& what, ErrorCode want
         CHECK_MESSAGE(e.code() == want, "[" << id << "] expected ErrorCode::" << code_name(want)
                                             << ", got " << code_name(e.code()));
     } catch (const std::exception& e) {
-        FAIL("[" << id << "] " << what << ": threw a std::exception that is not "
-                 << "stackllama::Error: " << std::string(e.what()));
+        threw = true;
+        FAIL_CHECK("[" << id << "] " << what << ": threw a std::exception that is not "
+                       << "stackllama::Error: " << std::string(e.what()));
+        return;
     } catch (...) {
-        FAIL("[" << id << "] " << what << ": threw something that is not a std::exception");
+        FAIL_CHECK("[" << id << "] " << what << ": threw something that is not a std::exception");
+        return;
     }
-    if (!threw) FAIL("[" << id << "] " << what << ": returned normally; expected an Error");
+    if (!threw) {
+        FAIL_CHECK("[" << id << "] " << what << ": returned normally; expected an Error");
+        return;
+    }
     for (const std::string& n : names) {
         CHECK_MESSAGE(message.find(n) != std::string::npos,
                       "[" << id << "] the message does not name \"" << n << "\": " << message);
@@ -1011,13 +1018,12 @@ TEST_CASE("tokenizer: invalid UTF-8 prompts, empty and damaged vocabularies, con
 }
 
 // =============================================================================================
-// Non-finite base weights. The adapter's factors are checked at load (above). For the base
-// model, the check belongs where the data is read: the norm vectors, widened to f32 at load
-// (src/model/weights.cpp), and the logits after a forward pass (src/generate/generator.cpp),
-// which catches a NaN in any mmapped matrix without reading the files at load. Those files
-// belong to other work in progress; until they check, these two cases are expected to fail
-// (doctest may_fail) and say so in the log.
-TEST_CASE("non-finite base weights: NaN in a norm vector, at load" * doctest::may_fail()) {
+// Non-finite base weights. The adapter's factors are checked at load (above). For the base model
+// the check is where the data is read anyway, so a load never reads the whole file to validate
+// it: the norm vectors, widened to f32 at load (src/model/weights.cpp), and the logits after
+// every forward pass (src/generate/generator.cpp), which catches a NaN or an infinity in any
+// mmapped matrix the first time it is used.
+TEST_CASE("non-finite base weights: NaN in a norm vector, at load") {
     const std::string norm = "model.norm.weight";
     {
         ModelCopy c;
@@ -1032,8 +1038,7 @@ TEST_CASE("non-finite base weights: NaN in a norm vector, at load" * doctest::ma
     }
 }
 
-TEST_CASE("non-finite base weights: +inf in a matrix, at the first forward pass" *
-          doctest::may_fail()) {
+TEST_CASE("non-finite base weights: +inf in a matrix, at the first forward pass") {
     {
         ModelCopy c;
         StFile f = StFile::read(c / "model.safetensors");
@@ -1054,11 +1059,11 @@ TEST_CASE("non-finite base weights: +inf in a matrix, at the first forward pass"
 
 // =============================================================================================
 // KV session files (src/generate/session.cpp). The fuzzer (fuzz/fuzz_kv_session.cpp) found that
-// metadata of the wrong JSON type escapes as nlohmann::json::type_error instead of Error(format);
-// fuzz/regressions/kv_session/ holds that and the other findings (a payload shorter than 8 bytes
-// read out of bounds, a 48-byte file that allocates 16 GiB), which cannot run here: they abort
-// or exhaust memory. Expected to fail until session.cpp checks them.
-TEST_CASE("KV session: metadata of the wrong JSON type" * doctest::may_fail()) {
+// metadata of the wrong JSON type escaped as nlohmann::json::type_error instead of
+// Error(format) (fixed since). fuzz/regressions/kv_session/ holds that and the other findings (a
+// 48-byte file that allocated 16 GiB; a payload of 7 bytes read out of bounds), which cannot run
+// here: they abort or exhaust memory when the bug is back.
+TEST_CASE("KV session: metadata of the wrong JSON type") {
     const auto model = gqa_model();
     stackllama::GeneratorParams gp;
     gp.n_ctx = 16;
@@ -1078,6 +1083,44 @@ TEST_CASE("KV session: metadata of the wrong JSON type" * doctest::may_fail()) {
         testing_support::write_file(d / "s.session", file);
         expect_error(id, "a session whose metadata is " + meta, ErrorCode::format,
                      {"s.session"}, [&] { g.load_session(d / "s.session"); });
+    }
+}
+
+// =============================================================================================
+// The native file (src/io/native_file.cpp): index fields of the wrong JSON type. fuzz_native_file
+// found "raw_size": "48" escaping as nlohmann::json::type_error instead of Error(format)
+// (fuzz/regressions/native_file); native_file.cpp now checks the types.
+TEST_CASE("native file: index fields of the wrong JSON type") {
+    const float w[4] = {1, 2, 3, 4};
+    stackllama::io::NativeTensor t;
+    t.name = "model.norm.weight";
+    t.shape = {4};
+    t.nbytes = sizeof w;
+    t.data = w;
+    TempDir d;
+    stackllama::io::write_native(d / "m.sllm", {{"architectures", {"LlamaForCausalLM"}}}, "",
+                                 nullptr, stackllama::io::Json::object(), {t}, {});
+    const std::string good = testing_support::read_file(d / "m.sllm");
+    const auto get64 = [&](const std::string& f, size_t at) { return read_u64le(f.substr(at, 8)); };
+    for (const char* field : {"raw_size", "xxh64", "compression"}) {
+        const uint64_t index_offset = get64(good, 16);
+        ordered_json index = ordered_json::parse(good.substr(index_offset));
+        index["tensors"][0][field] = field == std::string("raw_size") ? ordered_json("16")
+                                                                       : ordered_json(16);
+        std::string f = good.substr(0, index_offset) + index.dump();
+        const std::string text = f.substr(index_offset);
+        f.replace(24, 8, u64le(text.size()));
+        f.replace(32, 8, u64le(stackllama::xxh64(text.data(), text.size())));
+        f.replace(40, 8, u64le(f.size()));
+        f.replace(48, 8, u64le(stackllama::xxh64(f.data(), 48)));
+        const std::string id = std::string("native-field-type@") + field;
+        dump(id, "sllm", f);
+        testing_support::write_file(d / "bad.sllm", f);
+        expect_error(id, std::string("a native index whose tensor gives ") + field +
+                             " of the wrong JSON type",
+                     ErrorCode::format, {"bad.sllm", field}, [&] {
+                         stackllama::io::read_native(d / "bad.sllm", {});
+                     });
     }
 }
 

@@ -153,7 +153,9 @@ void Generator::load_session(const std::string& path) {
     if (ZSTD_isError(got) || got != raw_size) bad("payload does not decompress");
 
     const uint8_t* r = reinterpret_cast<const uint8_t*>(raw.data());
-    const uint64_t meta_size = raw_size >= 8 ? get_u64(r) : ~0ull;
+    // raw_size < 8 first: raw_size - 8 would wrap around.
+    if (raw_size < 8) bad("payload of " + std::to_string(raw_size) + " bytes has no metadata size");
+    const uint64_t meta_size = get_u64(r);
     if (meta_size > raw_size - 8) bad("metadata lies outside the payload");
     io::Json meta = io::parse_json(std::string_view(raw.data() + 8, meta_size), path);
     if (!meta.is_object() || !meta.contains("model") || !meta["model"].is_string() ||

@@ -44,6 +44,23 @@ std::string hex(uint64_t v) {
     throw Error(ErrorCode::format, path + ": " + what);
 }
 
+// Optional index fields, type-checked: the index is untrusted bytes, and a field of the wrong
+// JSON type must be a format error, not an exception from the JSON library.
+uint64_t field_u64(const Json& e, const char* key, uint64_t otherwise, const std::string& path,
+                   const std::string& what) {
+    if (!e.contains(key)) return otherwise;
+    if (!e[key].is_number_unsigned())
+        bad(path, what + ": \"" + key + "\" is " + e[key].dump() + ", not an unsigned integer");
+    return e[key].get<uint64_t>();
+}
+std::string field_str(const Json& e, const char* key, const std::string& otherwise,
+                      const std::string& path, const std::string& what) {
+    if (!e.contains(key)) return otherwise;
+    if (!e[key].is_string())
+        bad(path, what + ": \"" + key + "\" is " + e[key].dump() + ", not a string");
+    return e[key].get<std::string>();
+}
+
 // Header layout (little-endian, 64 bytes):
 //   0  magic "SLLMODEL"      8  u32 version major     12 u32 version minor
 //   16 u64 index offset      24 u64 index size        32 u64 index XXH64
@@ -239,6 +256,8 @@ NativeContents read_native(const std::string& path, const NativeReadOptions& opt
     out.config = index.value("config", Json());
     out.tokenizer_config = index.value("tokenizer_config", Json());
     out.extra_files = index.value("extra_files", Json::object());
+    if (!out.config.is_object()) bad(path, "index section has no config object");
+    if (!out.extra_files.is_object()) bad(path, "index section: extra_files is not an object");
 
     // A range of the file, checked to lie inside it and before the index.
     auto section = [&](const Json& e, const std::string& what) -> std::pair<uint64_t, uint64_t> {
@@ -252,7 +271,7 @@ NativeContents read_native(const std::string& path, const NativeReadOptions& opt
         return {off, n};
     };
     auto check = [&](const Json& e, const void* p, uint64_t n, const std::string& what) {
-        const std::string want = e.value("xxh64", std::string());
+        const std::string want = field_str(e, "xxh64", std::string(), path, what);
         if (hex(xxh64(p, n)) != want)
             bad(path, what + ": checksum mismatch (the data is damaged)");
     };
@@ -287,12 +306,12 @@ NativeContents read_native(const std::string& path, const NativeReadOptions& opt
             if (numel > (uint64_t(1) << 42)) bad(path, what + ": shape overflows");
             t.shape.push_back(int64_t(d.get<uint64_t>()));
         }
-        t.nbytes = e.value("raw_size", uint64_t(0));
+        t.nbytes = field_u64(e, "raw_size", 0, path, what);
         if (t.nbytes != numel * dtype_size(t.dtype))
             bad(path, what + ": raw_size " + std::to_string(t.nbytes) + " does not match dtype " +
                           dtype_str(t.dtype) + " and shape " + t.shape_str());
         auto [off, n] = section(e, what);
-        const std::string comp = e.value("compression", std::string("none"));
+        const std::string comp = field_str(e, "compression", "none", path, what);
         if (comp == "none") {
             if (n != t.nbytes) bad(path, what + ": stored size differs from raw_size");
             if (off % kNativeAlign != 0) bad(path, what + ": data is not 64-byte aligned");
