@@ -3,6 +3,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "stackllama/model.hpp"
+
 namespace stackllama_cli {
 
 namespace {
@@ -107,6 +109,11 @@ Options parse_args(const std::vector<std::string>& args) {
         } else if (a == "-t" || a == "--threads") {
             o.threads = to_int(a, value());
             if (o.threads < 0) throw std::invalid_argument("--threads must be >= 0");
+        } else if (a == "--quantize") {
+            o.quantize = value();
+            if (!stackllama::parse_dtype_name(o.quantize, nullptr))
+                throw std::invalid_argument("--quantize must be q8, q4, f16, bf16 or f32, got " +
+                                            o.quantize);
         } else if (a == "-c" || a == "--ctx-size") {
             o.ctx_size = to_int(a, value());
             if (o.ctx_size < 0) throw std::invalid_argument("--ctx-size must be >= 0");
@@ -185,6 +192,8 @@ std::string usage(const std::string& program) {
            "      --lora-scaled DIR S  apply an adapter with its scale multiplied by S\n"
            "      --lora-merge      merge the adapters into the weights at load instead of\n"
            "                        applying them at run time\n"
+           "      --quantize T      convert the weights at load: q8 (8.5 bits per weight),\n"
+           "                        q4 (4.5 bits), or f16, bf16, f32 (default: as stored)\n"
            "  -t, --threads N       threads (default: all cores)\n"
            "  -c, --ctx-size N      context length (default: the model's maximum)\n"
            "  -v, --verbose         print load and speed figures on stderr\n"

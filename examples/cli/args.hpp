@@ -32,6 +32,7 @@ struct Options {
     bool raw = false;       // --raw              (no Question/Answer template)
     bool tokenize = false;  // --tokenize         (print the prompt's ids as JSON and exit)
     int threads = 0;        // -t, --threads N    (0 = all cores)
+    std::string quantize;   // --quantize T       (q8, q4, f16, bf16, f32; empty = as stored)
     int ctx_size = 0;       // -c, --ctx-size N   (0 = the model's max_position_embeddings)
     std::vector<LoraArg> loras;  // --lora DIR, --lora-scaled DIR SCALE (repeatable)
     bool lora_merge = false;     // --lora-merge: merge at load instead of applying at run time

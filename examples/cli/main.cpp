@@ -77,6 +77,11 @@ int run(const stackllama_cli::Options& o) {
     stackllama::ModelParams mp;
     mp.n_threads = o.threads;
     mp.verbose = o.verbose;
+    if (!o.quantize.empty()) {
+        stackllama::DType t;
+        stackllama::parse_dtype_name(o.quantize, &t);
+        mp.weight_type = t;
+    }
     auto model = stackllama::Model::load(o.model, mp);
     std::vector<stackllama::AdapterRef> adapters;
     for (const auto& l : o.loras)

@@ -75,7 +75,9 @@ struct AdapterRef {
 
 // A new Model whose weights are the base's with the adapters merged (W += scale · s · B A, in f32;
 // merged matrices are stored as f32, untouched ones stay shared with the base), and whose
-// modules_to_save replace the base's. The base model is not modified.
+// modules_to_save replace the base's. The base model is not modified. In a q8/q4 base, a merged
+// matrix is quantized again from its f32 merge (so it keeps the base's size; a warning in the log
+// says so, since the result differs from the f32 merge by the quantization error).
 STACKLLAMA_API std::shared_ptr<const Model> merge_adapters(std::shared_ptr<const Model> base,
                                                            const std::vector<AdapterRef>& adapters);
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,9 +16,13 @@
 
 namespace stackllama {
 
-// Storage type of a weight tensor.
-enum class DType : int { f32 = 0, f16 = 1, bf16 = 2 };
+// Storage type of a weight tensor. q8 and q4 are block types (32 weights share an f16 scale;
+// 8.5 and 4.5 bits per weight), for matrices whose row length is a multiple of 32.  (q8, q4
+// since 0.2)
+enum class DType : int { f32 = 0, f16 = 1, bf16 = 2, q8 = 3, q4 = 4 };
 STACKLLAMA_API const char* dtype_name(DType t) noexcept;
+// "f32", "f16", "bf16", "q8", "q4" to a DType; false for anything else.  (since 0.2)
+STACKLLAMA_API bool parse_dtype_name(const std::string& name, DType* out) noexcept;
 
 // The fields of config.json that the forward pass uses.
 struct ModelConfig {
@@ -47,11 +52,17 @@ struct ModelParams {
     bool load_tokenizer = true;    // false: weights only (the tokenizer files may be absent)
     bool verbose = false;          // load log on stderr
     bool verify_checksums = true;  // native files: check every tensor's XXH64 at load
+    // Convert the weight matrices to this type at load (q8/q4: quantize), instead of keeping the
+    // stored type. A matrix whose rows do not fit the type (q8/q4 need a multiple of 32) keeps its
+    // stored type, and the load log says which. The converted weights live in memory (2 MiB pages
+    // where the kernel allows) and the files are unmapped.  (since 0.2)
+    std::optional<DType> weight_type;
 };
 
 // How Model::save_native writes the native file.
 struct NativeSaveOptions {
-    bool convert = false;  // store the matrices as `type` (f32, f16, bf16)
+    bool convert = false;  // store the matrices as `type` (f32, f16, bf16, q8, q4; a matrix
+                           // whose rows do not fit q8/q4 keeps its type)
     DType type = DType::f16;
     int zstd_level = 0;    // 0 = uncompressed; 1..19 = zstd level for tensor data
     int n_threads = 0;     // compression threads; 0 = all cores
@@ -75,14 +86,15 @@ public:
     const ModelConfig& config() const noexcept;
     const std::string& path() const noexcept;
     int n_threads() const noexcept;
-    // The storage type of the large matrices (as found in the files).
+    // The storage type of the large matrices (as found in the files, or as converted at load).
     DType weight_dtype() const noexcept;
     // Bytes of weights read per decoded token (every matrix once).
     uint64_t weight_bytes() const noexcept;
 
     // Writes the model as a Hugging Face directory: config.json, model.safetensors (each tensor in
     // its storage type in memory, so merged matrices are f32) and, when the model has them, the
-    // tokenizer files. The directory is created if needed. Error(io) naming the path on failure.
+    // tokenizer files. The directory is created if needed. Error(io) naming the path on failure;
+    // Error(unsupported) for q8/q4 weights, which safetensors cannot hold (save_native keeps them).
     void save_pretrained(const std::string& dir) const;
 
     // Writes the model (config, tokenizer, every tensor) as one native file, loadable by

@@ -5,8 +5,10 @@
 
 #include "adapter/adapter_impl.hpp"
 #include "kernels/isa.hpp"
+#include "kernels/quant.hpp"
 #include "model/model_impl.hpp"
 #include "util/log.hpp"
+#include "util/thread_pool.hpp"
 
 namespace stackllama {
 
@@ -19,9 +21,11 @@ std::shared_ptr<const Model> merge_adapters(std::shared_ptr<const Model> base,
 
     // Each matrix touched gets one f32 copy; later adapters accumulate into the same copy.
     std::map<kernels::Matrix*, std::shared_ptr<std::vector<float>>> copies;
+    std::map<kernels::Matrix*, kernels::WeightType> quantized;  // copies of q8/q4 matrices
     auto writable = [&](kernels::Matrix& m) -> float* {
         auto it = copies.find(&m);
         if (it != copies.end()) return it->second->data();
+        if (kernels::weight_type_quantized(m.type)) quantized[&m] = m.type;
         auto buf = std::make_shared<std::vector<float>>(m.rows * m.cols);
         kernels::active().rows_to_f32(m, 0, m.rows, buf->data());
         w.matrix_bytes += buf->size() * sizeof(float) - m.bytes();
@@ -69,6 +73,26 @@ std::shared_ptr<const Model> merge_adapters(std::shared_ptr<const Model> base,
             }
             w.owners.push_back(keep);
         }
+    }
+    // A quantized base stays quantized: the f32 merge is quantized again (one rounding of W + ΔW,
+    // not of ΔW alone), and the log says so because the merged weights are not those of the f32
+    // merge.
+    if (!quantized.empty()) {
+        ThreadPool pool(impl->n_threads);
+        for (auto& [m, type] : quantized) {
+            kernels::OwnedMatrix q = kernels::convert_matrix(kernels::active(), *m, type, pool);
+            w.matrix_bytes = w.matrix_bytes - m->bytes() + q.m.bytes();
+            *m = q.m;
+            w.owners.push_back(std::move(q.owner));
+        }
+        for (auto it = w.owners.begin(); it != w.owners.end();) {
+            bool is_copy = false;
+            for (const auto& [m, buf] : copies) is_copy = is_copy || it->get() == buf.get();
+            it = is_copy ? w.owners.erase(it) : it + 1;
+        }
+        log::warn("merge_adapters: " + std::to_string(quantized.size()) + " " +
+                  kernels::weight_type_name(quantized.begin()->second) +
+                  " matrices were merged in f32 and quantized again");
     }
     // A head that no longer shares the embedding's bytes is untied.
     if (was_tied && (w.lm_head.data != w.embed.data)) impl->config.tie_word_embeddings = false;

@@ -295,19 +295,24 @@ NativeContents read_native(const std::string& path, const NativeReadOptions& opt
         t.file = path;
         const std::string what = "tensor " + t.name;
         if (!e.contains("dtype") || !e["dtype"].is_string() ||
-            !parse_dtype(e["dtype"].get<std::string>(), &t.dtype))
+            !parse_dtype(e["dtype"].get<std::string>(), &t.dtype, /*block_types=*/true))
             bad(path, what + ": unknown dtype " + e.value("dtype", Json()).dump());
         if (!e.contains("shape") || !e["shape"].is_array()) bad(path, what + ": no shape");
         uint64_t numel = 1;
         for (const auto& d : e["shape"]) {
             if (!d.is_number_unsigned() || d.get<uint64_t>() > (uint64_t(1) << 40))
                 bad(path, what + ": bad shape " + e["shape"].dump());
-            numel *= d.get<uint64_t>();
-            if (numel > (uint64_t(1) << 42)) bad(path, what + ": shape overflows");
+            // Checked before multiplying: a product of dimensions must not wrap around.
+            const uint64_t dim = d.get<uint64_t>();
+            if (dim && numel > (uint64_t(1) << 42) / dim) bad(path, what + ": shape overflows");
+            numel *= dim;
             t.shape.push_back(int64_t(d.get<uint64_t>()));
         }
         t.nbytes = field_u64(e, "raw_size", 0, path, what);
-        if (t.nbytes != numel * dtype_size(t.dtype))
+        if (dtype_is_block(t.dtype) && tensor_nbytes(t.dtype, t.shape) == 0)
+            bad(path, what + ": shape " + t.shape_str() + " cannot hold " + dtype_str(t.dtype) +
+                          " blocks (2-D, a row length that is a multiple of 32)");
+        if (t.nbytes != tensor_nbytes(t.dtype, t.shape))
             bad(path, what + ": raw_size " + std::to_string(t.nbytes) + " does not match dtype " +
                           dtype_str(t.dtype) + " and shape " + t.shape_str());
         auto [off, n] = section(e, what);

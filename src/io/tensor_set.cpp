@@ -20,7 +20,9 @@ constexpr DTypeName kDTypes[] = {
     {TensorDType::I16, "I16", 2},      {TensorDType::I8, "I8", 1},
     {TensorDType::U8, "U8", 1},        {TensorDType::BOOL, "BOOL", 1},
     {TensorDType::F8_E4M3, "F8_E4M3", 1}, {TensorDType::F8_E5M2, "F8_E5M2", 1},
+    {TensorDType::Q8, "Q8", 34},       {TensorDType::Q4, "Q4", 18},
 };
+constexpr uint64_t kBlock = 32;
 
 }  // namespace
 
@@ -36,9 +38,29 @@ size_t dtype_size(TensorDType t) {
     return 0;
 }
 
-bool parse_dtype(const std::string& s, TensorDType* out) {
+bool dtype_is_block(TensorDType t) { return t == TensorDType::Q8 || t == TensorDType::Q4; }
+
+uint64_t tensor_nbytes(TensorDType t, const std::vector<int64_t>& shape) {
+    const uint64_t limit = uint64_t(1) << 62;
+    if (dtype_is_block(t)) {
+        if (shape.size() != 2 || shape[0] < 0 || shape[1] < 0 || uint64_t(shape[1]) % kBlock != 0)
+            return 0;
+        const uint64_t rows = uint64_t(shape[0]), blocks = uint64_t(shape[1]) / kBlock;
+        if (blocks && rows > limit / blocks / dtype_size(t)) return 0;
+        return rows * blocks * dtype_size(t);
+    }
+    uint64_t n = dtype_size(t);
+    for (int64_t d : shape) {
+        if (d < 0) return 0;
+        if (d && n > limit / uint64_t(d)) return 0;
+        n *= uint64_t(d);
+    }
+    return n;
+}
+
+bool parse_dtype(const std::string& s, TensorDType* out, bool block_types) {
     for (const auto& d : kDTypes) {
-        if (s == d.name) {
+        if (s == d.name && (block_types || !dtype_is_block(d.t))) {
             *out = d.t;
             return true;
         }

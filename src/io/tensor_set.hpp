@@ -10,11 +10,19 @@
 
 namespace stackllama::io {
 
-// Element types as the safetensors header spells them.
-enum class TensorDType { F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL, F8_E4M3, F8_E5M2 };
+// Element types as the safetensors header spells them, and stackllama's block types Q8 and Q4
+// (native files only): 2-D, rows of cols / 32 blocks of 34 / 18 bytes in the panel layout of
+// kernels/kernels.hpp.
+enum class TensorDType { F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL, F8_E4M3, F8_E5M2, Q8, Q4 };
 const char* dtype_str(TensorDType t);
+// Bytes of one element, or of one block of 32 for Q8 and Q4.
 size_t dtype_size(TensorDType t);
-bool parse_dtype(const std::string& s, TensorDType* out);
+bool dtype_is_block(TensorDType t);
+// Names the safetensors spelling; block_types also accepts "Q8" and "Q4".
+bool parse_dtype(const std::string& s, TensorDType* out, bool block_types = false);
+// Bytes of a tensor of this dtype and shape; 0 when a block type's shape is not [rows, cols] with
+// cols a multiple of 32, or when the count overflows 2^62.
+uint64_t tensor_nbytes(TensorDType t, const std::vector<int64_t>& shape);
 
 struct TensorInfo {
     std::string name;

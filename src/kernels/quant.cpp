@@ -30,25 +30,13 @@ inline float round_even(float v) {
 
 inline float f16_round(float d) { return f16_to_f32(f32_to_f16(d)); }
 
-void quantize_block_q8(const float* x, BlockQ8* out) {
-    float amax = 0.0f;
-    for (size_t i = 0; i < kQuantBlock; ++i) amax = std::max(amax, std::fabs(x[i]));
-    // Quantize with the scale as stored (f16), so dequantization reproduces round(x / d) · d.
-    const float d = f16_round(amax / 127.0f);
-    const float id = d > 0.0f ? 1.0f / d : 0.0f;
-    out->d = f32_to_f16(d);
-    for (size_t i = 0; i < kQuantBlock; ++i) {
-        const float q = std::min(127.0f, std::max(-127.0f, round_even(x[i] * id)));
-        out->q[i] = static_cast<int8_t>(q);
-    }
-}
-
-// Σ x·l and Σ l² for the levels l = clamp(round(x · id), -8, 7) of one block; the levels go to
-// `l` when it is not null. SSE2 (baseline x86-64) in a fixed order, so every CPU gets the same.
-inline void q4_try(const float* x, float id, float* sxl, float* sll, float* l) {
+// Σ x·l and Σ l² for the levels l = clamp(round(x · id), lo_l, hi_l) of one block; the levels go
+// to `l` when it is not null. SSE2 (baseline x86-64) in a fixed order, so every CPU gets the same.
+inline void q_try(const float* x, float id, float lo_l, float hi_l, float* sxl, float* sll,
+                  float* l) {
 #if defined(__SSE2__)
     const __m128 magic = _mm_set1_ps(12582912.0f), vid = _mm_set1_ps(id);
-    const __m128 lo = _mm_set1_ps(-8.0f), hi = _mm_set1_ps(7.0f);
+    const __m128 lo = _mm_set1_ps(lo_l), hi = _mm_set1_ps(hi_l);
     __m128 a = _mm_setzero_ps(), b = _mm_setzero_ps();
     for (size_t i = 0; i < kQuantBlock; i += 4) {
         const __m128 v = _mm_loadu_ps(x + i);
@@ -66,7 +54,7 @@ inline void q4_try(const float* x, float id, float* sxl, float* sll, float* l) {
 #else
     float a[4] = {0, 0, 0, 0}, b[4] = {0, 0, 0, 0};
     for (size_t i = 0; i < kQuantBlock; ++i) {
-        const float q = std::min(7.0f, std::max(-8.0f, round_even(x[i] * id)));
+        const float q = std::min(hi_l, std::max(lo_l, round_even(x[i] * id)));
         if (l) l[i] = q;
         a[i % 4] += x[i] * q;
         b[i % 4] += q * q;
@@ -74,6 +62,46 @@ inline void q4_try(const float* x, float id, float* sxl, float* sll, float* l) {
     *sxl = (a[0] + a[1]) + (a[2] + a[3]);
     *sll = (b[0] + b[1]) + (b[2] + b[3]);
 #endif
+}
+
+void quantize_block_q8(const float* x, BlockQ8* out) {
+    // llama.cpp's Q8_0 rule (d = max|x| / 127 as f16, levels round(x / d)) and nine candidates
+    // that map max|x| to 127 - k/2 for k in [0, 8] with the scale refitted by least squares for
+    // their levels; the one with least squared error (d as stored, f16) wins. Never more squared
+    // error than Q8_0 (tests/quant_test.cpp: about 2 % less), a small gain at 8 bits.
+    float amax = 0.0f;
+    for (size_t i = 0; i < kQuantBlock; ++i) amax = std::max(amax, std::fabs(x[i]));
+    float l[kQuantBlock], t[kQuantBlock];
+    float d = 0.0f;
+    std::fill(l, l + kQuantBlock, 0.0f);
+    if (amax > 0.0f) {
+        // Squared error of levels `lv` at scale `dv`, in double: candidates differ by little.
+        auto sse = [&](const float* lv, float dv) {
+            double e = 0.0;
+            for (size_t i = 0; i < kQuantBlock; ++i) {
+                const double r = double(x[i]) - double(dv) * lv[i];
+                e += r * r;
+            }
+            return e;
+        };
+        float sxl, sll;
+        d = f16_round(amax / 127.0f);
+        q_try(x, 1.0f / d, -127.0f, 127.0f, &sxl, &sll, l);
+        double best = sse(l, d);
+        for (int k = 0; k <= 8; ++k) {
+            q_try(x, (127.0f - 0.5f * float(k)) / amax, -127.0f, 127.0f, &sxl, &sll, t);
+            if (sll <= 0.0f) continue;
+            const float dk = f16_round(sxl / sll);
+            const double e = sse(t, dk);
+            if (e < best) {
+                best = e;
+                d = dk;
+                std::copy(t, t + kQuantBlock, l);
+            }
+        }
+    }
+    out->d = f32_to_f16(d);
+    for (size_t i = 0; i < kQuantBlock; ++i) out->q[i] = static_cast<int8_t>(l[i]);
 }
 
 void quantize_block_q4(const float* x, BlockQ4* out) {
@@ -96,7 +124,7 @@ void quantize_block_q4(const float* x, BlockQ4* out) {
         for (int k = -3; k <= 3; ++k) {
             const float id = -(8.0f + float(k) / 3.0f) / max;
             float sxl, sll;
-            q4_try(x, id, &sxl, &sll, nullptr);
+            q_try(x, id, -8.0f, 7.0f, &sxl, &sll, nullptr);
             const float score = sll > 0.0f ? sxl * sxl / sll : 0.0f;
             if (score > best) {
                 best = score;
@@ -104,7 +132,7 @@ void quantize_block_q4(const float* x, BlockQ4* out) {
             }
         }
         float sxl, sll;
-        q4_try(x, best_id, &sxl, &sll, l);
+        q_try(x, best_id, -8.0f, 7.0f, &sxl, &sll, l);
         d = sll > 0.0f ? f16_round(sxl / sll) : 0.0f;
     } else {
         std::fill(l, l + kQuantBlock, 0.0f);

@@ -17,7 +17,8 @@ namespace stackllama::kernels {
 //                                                     dst rows · row_bytes(t, cols) bytes,
 //                                                     in the panel layout of kernels.hpp
 // cols % 32 == 0 (weight_type_fits). Per block of 32:
-//   q8: d = max|x| / 127 rounded to f16, q = round(x / d)                  (llama.cpp Q8_0)
+//   q8: llama.cpp Q8_0's d = max|x| / 127 and nine candidates around it, each refitted by least
+//       squares for its levels; the one with least squared error is kept (never worse than Q8_0).
 //   q4: seven candidate scales around llama.cpp Q4_0's d = -x[argmax |x|] / 8, each refitted
 //       by least squares for its levels; the one with least squared error is kept (never worse
 //       than Q4_0's rule, about 11 % less squared error on Gaussian weights).

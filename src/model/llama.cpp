@@ -110,7 +110,8 @@ constexpr size_t kMultiRows = 16;
 // Y[m, rows] = X[m, cols] · W^T.
 void product(const kernels::KernelTable& kt, const kernels::Matrix& w, const float* x, size_t m,
              float* y, ThreadPool& pool, LlamaState& s) {
-    if (m == 1 || m > kMultiRows) {
+    // Quantized weights: kernels::matmul's integer path is batch-invariant already.
+    if (m == 1 || m > kMultiRows || kernels::weight_type_quantized(w.type)) {
         kernels::matmul(kt, w, x, m, y, pool, s.gemm_scratch);
     } else if (matvec_multi_available(kt, w.type)) {
         // As kernels::matvec splits rows, with the work of m vectors per row.

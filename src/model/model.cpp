@@ -7,6 +7,7 @@
 #include "io/torch_bin.hpp"
 #include "kernels/isa.hpp"
 #include "model/config.hpp"
+#include "model/convert.hpp"
 #include "model/model_impl.hpp"
 #include "stackllama/error.hpp"
 #include "util/log.hpp"
@@ -19,8 +20,20 @@ const char* dtype_name(DType t) noexcept {
         case DType::f32: return "f32";
         case DType::f16: return "f16";
         case DType::bf16: return "bf16";
+        case DType::q8: return "q8";
+        case DType::q4: return "q4";
     }
     return "?";
+}
+
+bool parse_dtype_name(const std::string& name, DType* out) noexcept {
+    for (DType t : {DType::f32, DType::f16, DType::bf16, DType::q8, DType::q4}) {
+        if (name == dtype_name(t)) {
+            if (out) *out = t;
+            return true;
+        }
+    }
+    return false;
 }
 
 namespace {
@@ -115,6 +128,10 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const ModelPar
         throw Error(ErrorCode::invalid_argument,
                     "n_threads must be 0 (all cores) or positive, got " +
                         std::to_string(params.n_threads));
+    if (params.weight_type && !parse_dtype_name(dtype_name(*params.weight_type), nullptr))
+        throw Error(ErrorCode::invalid_argument,
+                    "ModelParams.weight_type is not a known DType (" +
+                        std::to_string(int(*params.weight_type)) + ")");
     auto impl = std::make_unique<Impl>();
     impl->path = path;
     impl->n_threads = params.n_threads > 0 ? params.n_threads : ThreadPool::default_threads();
@@ -125,6 +142,22 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const ModelPar
         load_native_file(*impl, params);
     } else {
         throw Error(ErrorCode::io, "model path " + path + " does not exist");
+    }
+    if (params.weight_type && *params.weight_type != impl->weights.dtype) {
+        const auto want = static_cast<kernels::WeightType>(*params.weight_type);
+        ThreadPool pool(impl->n_threads);
+        std::vector<std::string> kept;
+        convert_weights(impl->weights, want, pool, &kept);
+        impl->tensors = io::TensorSet();  // unmaps the files: every matrix now lives in memory
+        if (!kept.empty()) {
+            std::string names;
+            for (size_t i = 0; i < kept.size() && i < 4; ++i) names += (i ? ", " : "") + kept[i];
+            if (kept.size() > 4) names += ", ...";
+            const std::string note =
+                std::to_string(kept.size()) + " matrices keep their stored type because " +
+                dtype_name(*params.weight_type) + " needs rows that are a multiple of 32: " + names;
+            if (params.verbose) log::always(note); else log::info(note);
+        }
     }
 
     const double ms = std::chrono::duration<double, std::milli>(

@@ -9,8 +9,11 @@
 #include "io/mmap_file.hpp"
 #include "io/native_file.hpp"
 #include "io/safetensors_writer.hpp"
+#include "kernels/isa.hpp"
+#include "kernels/quant.hpp"
 #include "model/model_impl.hpp"
 #include "stackllama/error.hpp"
+#include "util/log.hpp"
 #include "util/thread_pool.hpp"
 
 namespace stackllama {
@@ -22,6 +25,8 @@ io::TensorDType tensor_dtype(kernels::WeightType t) {
         case kernels::WeightType::f32: return io::TensorDType::F32;
         case kernels::WeightType::f16: return io::TensorDType::F16;
         case kernels::WeightType::bf16: return io::TensorDType::BF16;
+        case kernels::WeightType::q8: return io::TensorDType::Q8;
+        case kernels::WeightType::q4: return io::TensorDType::Q4;
     }
     return io::TensorDType::F32;
 }
@@ -88,6 +93,13 @@ void Model::save_pretrained(const std::string& dir) const {
     for (const NamedTensor& t : model_tensors(m)) {
         if (t.matrix) {
             const kernels::Matrix& x = *t.matrix;
+            if (kernels::weight_type_quantized(x.type)) {
+                throw Error(ErrorCode::unsupported,
+                            "save_pretrained: " + t.name + " is " +
+                                kernels::weight_type_name(x.type) +
+                                ", which safetensors cannot hold; save_native keeps quantized "
+                                "weights (or load the model without weight_type to save it)");
+            }
             any_f32 = any_f32 || x.type == kernels::WeightType::f32;
             out.push_back({t.name, tensor_dtype(x.type), {int64_t(x.rows), int64_t(x.cols)}, x.data});
         } else {
@@ -109,7 +121,12 @@ void Model::save_native(const std::string& path, const NativeSaveOptions& option
     if (options.zstd_level < 0 || options.zstd_level > 19)
         throw Error(ErrorCode::invalid_argument, "zstd_level must be 0..19, got " +
                                                      std::to_string(options.zstd_level));
+    if (options.convert && !parse_dtype_name(dtype_name(options.type), nullptr))
+        throw Error(ErrorCode::invalid_argument, "NativeSaveOptions.type is not a known DType (" +
+                                                     std::to_string(int(options.type)) + ")");
     std::vector<io::NativeTensor> tensors;
+    std::vector<std::string> kept;
+    ThreadPool pool(options.n_threads > 0 ? options.n_threads : ThreadPool::default_threads());
     bool any_f32 = false;
     for (const NamedTensor& t : model_tensors(m)) {
         io::NativeTensor nt;
@@ -122,28 +139,24 @@ void Model::save_native(const std::string& path, const NativeSaveOptions& option
         } else {
             const kernels::Matrix& x = *t.matrix;
             nt.shape = {int64_t(x.rows), int64_t(x.cols)};
-            const kernels::WeightType want =
+            kernels::WeightType want =
                 options.convert ? static_cast<kernels::WeightType>(options.type) : x.type;
+            if (!kernels::weight_type_fits(want, x.cols)) {
+                kept.push_back(t.name);
+                want = x.type;
+            }
             nt.dtype = tensor_dtype(want);
-            nt.nbytes = x.rows * x.cols * kernels::weight_type_size(want);
+            nt.nbytes = x.rows * kernels::row_bytes(want, x.cols);
             any_f32 = any_f32 || want == kernels::WeightType::f32;
             if (want == x.type) {
                 nt.data = x.data;
             } else {
-                // Widen to f32, then narrow with round-to-nearest-even.
-                nt.produce = [&x, want]() {
-                    std::vector<float> f(x.rows * x.cols);
-                    kernels::active().rows_to_f32(x, 0, x.rows, f.data());
-                    std::vector<uint8_t> bytes(f.size() * kernels::weight_type_size(want));
-                    if (want == kernels::WeightType::f32) {
-                        std::memcpy(bytes.data(), f.data(), bytes.size());
-                    } else {
-                        auto* h = reinterpret_cast<uint16_t*>(bytes.data());
-                        for (size_t i = 0; i < f.size(); ++i)
-                            h[i] = want == kernels::WeightType::f16 ? kernels::f32_to_f16(f[i])
-                                                                    : kernels::f32_to_bf16(f[i]);
-                    }
-                    return bytes;
+                // Widened to f32 and narrowed (round to nearest even) or quantized, a tensor at a
+                // time while the writer asks for it.
+                nt.produce = [&x, want, &pool]() {
+                    kernels::OwnedMatrix c = kernels::convert_matrix(kernels::active(), x, want, pool);
+                    const auto* p = static_cast<const uint8_t*>(c.m.data);
+                    return std::vector<uint8_t>(p, p + c.m.bytes());
                 };
             }
         }
@@ -154,8 +167,13 @@ void Model::save_native(const std::string& path, const NativeSaveOptions& option
     wo.n_threads = options.n_threads > 0 ? options.n_threads : ThreadPool::default_threads();
     wo.progress = options.progress;
     io::Json config = config_for_save(m, any_f32);
-    if (options.convert && !any_f32)
+    if (options.convert && !any_f32 && !kernels::weight_type_quantized(
+                                           static_cast<kernels::WeightType>(options.type)))
         config["torch_dtype"] = options.type == DType::bf16 ? "bfloat16" : "float16";
+    if (!kept.empty())
+        log::info(std::to_string(kept.size()) + " matrices keep their type in " + path +
+                  " because " + dtype_name(options.type) +
+                  " needs rows that are a multiple of 32 (first: " + kept[0] + ")");
     io::write_native(path, config, m.tokenizer ? m.tokenizer->serialized_model() : std::string(),
                      io::Json(), m.extra_files, tensors, wo);
 }

@@ -40,11 +40,13 @@ public:
             case io::TensorDType::F32: return kernels::WeightType::f32;
             case io::TensorDType::F16: return kernels::WeightType::f16;
             case io::TensorDType::BF16: return kernels::WeightType::bf16;
+            case io::TensorDType::Q8: return kernels::WeightType::q8;
+            case io::TensorDType::Q4: return kernels::WeightType::q4;
             default: break;
         }
         throw Error(ErrorCode::unsupported, "tensor " + t.name + " in " + t.file + " has dtype " +
                                                 io::dtype_str(t.dtype) +
-                                                "; stackllama reads F32, F16 and BF16");
+                                                "; stackllama reads F32, F16, BF16, Q8 and Q4");
     }
 
     kernels::Matrix matrix(const std::string& name, int64_t rows, int64_t cols) {
@@ -55,7 +57,11 @@ public:
         m.rows = static_cast<size_t>(rows);
         m.cols = static_cast<size_t>(cols);
         m.data = t.data;
-        const size_t align = kernels::weight_type_size(m.type);
+        // Block types are read with unaligned loads but their f16 scales want 2 bytes; native
+        // files align every tensor to 64 anyway.
+        const size_t align = kernels::weight_type_quantized(m.type)
+                                 ? 2
+                                 : kernels::weight_type_size(m.type);
         if (reinterpret_cast<uintptr_t>(t.data) % align != 0) {
             // safetensors does not promise aligned offsets; elements must be, so copy.
             auto copy = std::shared_ptr<uint8_t[]>(new uint8_t[t.nbytes + 64]);
@@ -73,6 +79,11 @@ public:
         const io::TensorInfo& t = find(name);
         check_shape(t, {n});
         kernels::Matrix m{weight_type(t), nullptr, 1, static_cast<size_t>(n)};
+        if (kernels::weight_type_quantized(m.type)) {
+            throw Error(ErrorCode::unsupported, "tensor " + name + " in " + t.file + " is " +
+                                                    io::dtype_str(t.dtype) +
+                                                    "; norm vectors must be F32, F16 or BF16");
+        }
         std::vector<float> out(static_cast<size_t>(n));
         // Read element by element through memcpy: the bytes may be unaligned.
         const size_t es = kernels::weight_type_size(m.type);

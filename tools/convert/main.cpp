@@ -1,6 +1,6 @@
 // stackllama-convert: a Hugging Face directory (plus LoRA adapters merged in) to one native file.
 //
-//   stackllama-convert IN_DIR OUT_FILE [--type f32|f16|bf16] [--lora DIR]...
+//   stackllama-convert IN_DIR OUT_FILE [--type f32|f16|bf16|q8|q4] [--lora DIR]...
 //                      [--lora-scaled DIR S]... [--zstd [LEVEL]] [-t N] [-q]
 //
 // Exit status: 0 written; 2 bad arguments; 3 the input could not be read or is malformed;
@@ -23,7 +23,9 @@ const char* kUsage =
     "Converts a Hugging Face LLaMA directory (safetensors, sharded or not) to a stackllama\n"
     "native file that loads by mmap.\n"
     "\n"
-    "  --type T            store the matrices as f32, f16 or bf16 (default: as stored)\n"
+    "  --type T            store the matrices as f32, f16, bf16, q8 (8.5 bits per weight)\n"
+    "                      or q4 (4.5 bits) (default: as stored); adapters are merged in\n"
+    "                      f32 first, then the result is converted\n"
     "  --lora DIR          merge a PEFT LoRA adapter into the weights (repeatable)\n"
     "  --lora-scaled DIR S merge an adapter with its scale multiplied by S (repeatable)\n"
     "  --zstd [LEVEL]      compress tensor data with zstd (default level 3) for distribution\n"
@@ -55,10 +57,8 @@ Args parse(int argc, char** argv) {
         if (s == "--type") {
             std::string t = next();
             a.convert = true;
-            if (t == "f32") a.type = stackllama::DType::f32;
-            else if (t == "f16") a.type = stackllama::DType::f16;
-            else if (t == "bf16") a.type = stackllama::DType::bf16;
-            else throw std::invalid_argument("--type must be f32, f16 or bf16, got " + t);
+            if (!stackllama::parse_dtype_name(t, &a.type))
+                throw std::invalid_argument("--type must be f32, f16, bf16, q8 or q4, got " + t);
         } else if (s == "--lora") {
             a.loras.push_back({next(), 1.0f});
         } else if (s == "--lora-scaled") {

@@ -1,0 +1,76 @@
+#include "model/convert.hpp"
+
+#include "kernels/isa.hpp"
+#include "kernels/quant.hpp"
+#include "util/thread_pool.hpp"
+
+namespace stackllama {
+
+namespace {
+
+struct NamedMatrix {
+    std::string name;
+    kernels::Matrix* m;
+};
+
+std::vector<NamedMatrix> matrices(LlamaWeights& w) {
+    std::vector<NamedMatrix> out;
+    out.push_back({"model.embed_tokens.weight", &w.embed});
+    for (size_t l = 0; l < w.layers.size(); ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        LayerWeights& L = w.layers[l];
+        out.push_back({p + "self_attn.q_proj.weight", &L.wq});
+        out.push_back({p + "self_attn.k_proj.weight", &L.wk});
+        out.push_back({p + "self_attn.v_proj.weight", &L.wv});
+        out.push_back({p + "self_attn.o_proj.weight", &L.wo});
+        out.push_back({p + "mlp.gate_proj.weight", &L.w_gate});
+        out.push_back({p + "mlp.up_proj.weight", &L.w_up});
+        out.push_back({p + "mlp.down_proj.weight", &L.w_down});
+    }
+    if (w.lm_head.data && w.lm_head.data != w.embed.data) out.push_back({"lm_head.weight", &w.lm_head});
+    if (w.score.data) out.push_back({"score.weight", &w.score});
+    return out;
+}
+
+}  // namespace
+
+uint64_t weight_bytes_per_token(const LlamaWeights& w) {
+    uint64_t n = 0;
+    for (const LayerWeights& L : w.layers)
+        for (const kernels::Matrix* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+            n += m->bytes();
+    if (w.lm_head.data) n += w.lm_head.bytes();
+    if (w.score.data) n += w.score.bytes();
+    return n;
+}
+
+void convert_weights(LlamaWeights& w, kernels::WeightType t, ThreadPool& pool,
+                     std::vector<std::string>* kept) {
+    const kernels::KernelTable& kt = kernels::active();
+    const bool tied = w.lm_head.data && w.lm_head.data == w.embed.data;
+    std::vector<std::shared_ptr<const void>> owners;
+    for (const NamedMatrix& nm : matrices(w)) {
+        kernels::Matrix& m = *nm.m;
+        // The score head (a reward model's 1 x hidden) is read once per sequence: kept exact.
+        const bool is_score = nm.m == &w.score;
+        kernels::WeightType want = t;
+        if (is_score || !kernels::weight_type_fits(t, m.cols)) {
+            want = m.type;
+            if (!is_score && kept) kept->push_back(nm.name);
+        }
+        kernels::OwnedMatrix c = kernels::convert_matrix(kt, m, want, pool);
+        m = c.m;
+        owners.push_back(std::move(c.owner));
+    }
+    if (tied) w.lm_head = w.embed;
+    w.owners = std::move(owners);
+    // The requested type, unless no matrix could take it (then the type they kept).
+    bool any = w.embed.type == t;
+    for (const LayerWeights& L : w.layers)
+        for (const kernels::Matrix* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+            any = any || m->type == t;
+    w.dtype = static_cast<DType>(any || w.layers.empty() ? t : w.layers[0].wq.type);
+    w.matrix_bytes = weight_bytes_per_token(w);
+}
+
+}  // namespace stackllama
