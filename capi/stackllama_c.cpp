@@ -155,6 +155,7 @@ constexpr FieldSpan kModelParamsFields[] = {
     SL_FIELD(stackllama_model_params, verbose),
     SL_FIELD(stackllama_model_params, verify_checksums),
     SL_FIELD(stackllama_model_params, reserved0),
+    SL_FIELD(stackllama_model_params, weight_type),
 };
 constexpr FieldSpan kGeneratorParamsFields[] = {
     SL_FIELD(stackllama_generator_params, struct_size),
@@ -306,6 +307,14 @@ sl::ModelParams to_cpp(const stackllama_model_params& p) {
     mp.load_tokenizer = p.load_tokenizer != 0;
     mp.verbose = p.verbose != 0;
     mp.verify_checksums = p.verify_checksums != 0;
+    if (p.weight_type) {
+        sl::DType t;
+        if (!sl::parse_dtype_name(p.weight_type, &t))
+            invalid(std::string("stackllama_model_params.weight_type must be \"q8\", \"q4\", "
+                                "\"f16\", \"bf16\", \"f32\" or NULL, got \"") +
+                    p.weight_type + "\"");
+        mp.weight_type = t;
+    }
     return mp;
 }
 

@@ -374,6 +374,25 @@ static void test_params(const char *model_dir, const char *ref, stackllama_gener
     mp.reserved0 = 1;
     CHECK_FAILS(stackllama_model_load(model_dir, &mp, &m), STACKLLAMA_ERROR_INVALID_ARGUMENT);
     CHECK(m == NULL);
+    /* weight_type (since 0.2): quantized at load; an unknown name is refused, naming the field;
+     * a caller of 0.1 (struct without the field) keeps the stored type. */
+    stackllama_model_params_init(&mp, sizeof mp);
+    CHECK(mp.weight_type == NULL);
+    mp.weight_type = "q8";
+    CHECK_OK(stackllama_model_load(model_dir, &mp, &m));
+    CHECK(m != NULL && strcmp(stackllama_model_weight_dtype(m), "q8") == 0);
+    stackllama_model_free(m);
+    m = NULL;
+    mp.weight_type = "q5";
+    CHECK_FAILS(stackllama_model_load(model_dir, &mp, &m), STACKLLAMA_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(stackllama_last_error(), "weight_type") != NULL);
+    CHECK(m == NULL);
+    mp.weight_type = "q4";
+    mp.struct_size = (uint32_t)offsetof(stackllama_model_params, weight_type);
+    CHECK_OK(stackllama_model_load(model_dir, &mp, &m));
+    CHECK(m != NULL && strcmp(stackllama_model_weight_dtype(m), "f32") == 0);
+    stackllama_model_free(m);
+    m = NULL;
     /* eos ids: NULL with a count is refused; given ids end generation. */
     stackllama_generation_params_init(&gp, sizeof gp);
     gp.n_eos_token_ids = 2;

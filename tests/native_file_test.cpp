@@ -117,6 +117,32 @@ TEST_CASE("native file: stories260K still prints llama2.c's text, with and witho
     }
 }
 
+TEST_CASE("stackllama-convert --type q4 prints what --quantize q4 prints, from a smaller file") {
+    const std::string data = shared_data_or_skip("native stories260K");
+    if (data.empty()) return;
+    const std::string dir = data + "/stories260K-hf";
+    TempDir t;
+    for (const char* type : {"q8", "q4"}) {
+        CAPTURE(std::string(type));
+        auto r = run_process({converter_path(), dir, t / "q.sllm", "-q", "--type", type});
+        INFO(r.err);
+        REQUIRE(r.exit_code == 0);
+        auto from_file = run_process({cli_path(), "-m", t / "q.sllm", "--raw", "-p", "", "-n", "200"});
+        auto at_load = run_process(
+            {cli_path(), "-m", dir, "--quantize", type, "--raw", "-p", "", "-n", "200"});
+        INFO(from_file.err << at_load.err);
+        CHECK(from_file.exit_code == 0);
+        CHECK(at_load.exit_code == 0);
+        CHECK(from_file.out == at_load.out);
+        CHECK(from_file.out.size() > 200);
+        auto m = load(t / "q.sllm");
+        CHECK(std::string(stackllama::dtype_name(m->weight_dtype())) == type);
+    }
+    auto bad = run_process({cli_path(), "-m", dir, "--quantize", "q3", "-p", "x"});
+    CHECK(bad.exit_code == 2);
+    CHECK(bad.err.find("--quantize") != std::string::npos);
+}
+
 TEST_CASE("native file: damage is named") {
     const std::string dir = fixture_dir() + "/models/gqa_f32";
     auto hf = load(dir);

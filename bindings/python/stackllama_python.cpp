@@ -660,12 +660,20 @@ Immutable after load: share one Model between any number of Generators on any th
     set_module(model);
     model
         .def(py::init([](const std::filesystem::path& path, int n_threads, bool load_tokenizer,
-                         bool verbose, bool verify_checksums) {
+                         bool verbose, bool verify_checksums,
+                         const std::optional<std::string>& quantize) {
                  sl::ModelParams p;
                  p.n_threads = n_threads;
                  p.load_tokenizer = load_tokenizer;
                  p.verbose = verbose;
                  p.verify_checksums = verify_checksums;
+                 if (quantize) {
+                     sl::DType t;
+                     if (!sl::parse_dtype_name(*quantize, &t))
+                         throw py::value_error("quantize must be 'q8', 'q4', 'f16', 'bf16', "
+                                               "'f32' or None, got '" + *quantize + "'");
+                     p.weight_type = t;
+                 }
                  py::gil_scoped_release release;
                  return PyModel{sl::Model::load(path.string(), p)};
              }),
@@ -673,7 +681,9 @@ Immutable after load: share one Model between any number of Generators on any th
              "load_tokenizer"_a = sl::ModelParams{}.load_tokenizer,
              "verbose"_a = sl::ModelParams{}.verbose,
              "verify_checksums"_a = sl::ModelParams{}.verify_checksums,
-             "Loads a model. n_threads=0 uses every hardware thread. The GIL is released while "
+             "quantize"_a = py::none(),
+             "Loads a model. n_threads=0 uses every hardware thread. quantize='q8' or 'q4' (or "
+             "'f16', 'bf16', 'f32') converts the weights at load. The GIL is released while "
              "loading.")
         .def_property_readonly("path", [](const PyModel& m) { return m.model->path(); })
         .def_property_readonly("n_threads", [](const PyModel& m) { return m.model->n_threads(); })
@@ -685,7 +695,7 @@ Immutable after load: share one Model between any number of Generators on any th
         .def_property_readonly(
             "weight_dtype",
             [](const PyModel& m) { return sl::dtype_name(m.model->weight_dtype()); },
-            "'f32', 'f16' or 'bf16': the stored type of the large matrices.")
+            "'f32', 'f16', 'bf16', 'q8' or 'q4': the type of the large matrices.")
         .def_property_readonly("weight_bytes",
                                [](const PyModel& m) { return m.model->weight_bytes(); })
         .def_property_readonly("has_tokenizer",

@@ -67,6 +67,7 @@ class Model:
         load_tokenizer: bool = True,
         verbose: bool = False,
         verify_checksums: bool = True,
+        quantize: str | None = None,
     ) -> None: ...
     @property
     def path(self) -> str: ...

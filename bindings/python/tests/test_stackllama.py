@@ -275,6 +275,20 @@ def test_adapters(model, adapter, adapter_dir, reference):
 # --- errors -----------------------------------------------------------------------------------
 
 
+def test_quantize_at_load(model_dir):
+    q8 = stackllama.Model(model_dir, quantize="q8")
+    assert q8.weight_dtype == "q8"
+    full = stackllama.Model(model_dir)
+    assert q8.weight_bytes < full.weight_bytes
+    a = stackllama.Generator(full).eval([1, 5, 9])
+    b = stackllama.Generator(q8).eval([1, 5, 9])
+    assert a.shape == b.shape
+    err = float(abs(a - b).max()) / float(abs(a).max())
+    assert 0 < err < 0.1  # quantized, but close
+    with pytest.raises(ValueError, match="quantize"):
+        stackllama.Model(model_dir, quantize="q5")
+
+
 def test_errors_carry_the_cpp_message(model, tmp_path):
     with pytest.raises(stackllama.IoError) as e:
         stackllama.Model(tmp_path / "no-such-model")

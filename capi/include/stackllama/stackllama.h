@@ -134,6 +134,10 @@ typedef struct stackllama_model_params {
     int32_t verbose;          /* 0 (default); 1 = load log on stderr */
     int32_t verify_checksums; /* 1 (default): native files check every tensor's hash at load */
     int32_t reserved0;        /* padding; must be 0 */
+    /* Since 0.2. Convert the weight matrices at load: "q8" (8.5 bits per weight), "q4" (4.5
+     * bits), "f16", "bf16" or "f32"; NULL (default) keeps the stored type. Matrices whose rows do
+     * not fit q8/q4 (a multiple of 32) keep their stored type. Read only during the call. */
+    const char *weight_type;
 } stackllama_model_params;
 
 /* Sets params->struct_size = struct_size and every field within it to its default. Pass
