@@ -1,5 +1,8 @@
 #include "model/convert.hpp"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "kernels/isa.hpp"
 #include "kernels/quant.hpp"
 #include "util/thread_pool.hpp"
@@ -32,6 +35,22 @@ std::vector<NamedMatrix> matrices(LlamaWeights& w) {
     return out;
 }
 
+// Done with a source matrix: ask the kernel to reclaim its pages, so that quantizing a 13 GB f16
+// checkpoint does not hold the f16 pages in this process's memory until the files are unmapped.
+// MADV_PAGEOUT keeps the data (file pages are re-read, anonymous ones would need swap and stay),
+// so it is safe whatever memory the matrix lives in; kernels before 5.4 ignore it.
+void release_pages(const void* data, size_t bytes) {
+#ifdef MADV_PAGEOUT
+    static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+    const uintptr_t a = (reinterpret_cast<uintptr_t>(data) + page - 1) & ~(page - 1);
+    const uintptr_t b = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(page - 1);
+    if (b > a) madvise(reinterpret_cast<void*>(a), b - a, MADV_PAGEOUT);
+#else
+    (void)data;
+    (void)bytes;
+#endif
+}
+
 }  // namespace
 
 uint64_t weight_bytes_per_token(const LlamaWeights& w) {
@@ -59,6 +78,7 @@ void convert_weights(LlamaWeights& w, kernels::WeightType t, ThreadPool& pool,
             if (!is_score && kept) kept->push_back(nm.name);
         }
         kernels::OwnedMatrix c = kernels::convert_matrix(kt, m, want, pool);
+        release_pages(m.data, m.bytes());
         m = c.m;
         owners.push_back(std::move(c.owner));
     }
