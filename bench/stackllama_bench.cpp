@@ -41,11 +41,11 @@ namespace {
 using namespace stackllama;
 using kernels::WeightType;
 using Clock = std::chrono::steady_clock;
-using nlohmann::json;
+using json = nlohmann::ordered_json;  // keys in the order written
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
-// --- options ---------------------------------------------------------------------------------------
+// --- options -------------------------------------------------------------------------------------
 
 // A LLaMA-family shape for random weights.
 struct Shape {
@@ -77,14 +77,15 @@ void usage(FILE* f) {
         f,
         "usage: stackllama-bench (-m PATH | --shape 1b|7b) [options]\n"
         "\n"
-        "Prefill (ppN) and decode (tgN) tokens/s, mean +- sd over the repetitions; decode also as\n"
-        "GB/s of weights read and as a share of the memory read bandwidth measured just before and\n"
-        "just after the timed runs; load time; resident memory against weights + KV cache. Each\n"
-        "configuration runs in a process of its own.\n"
+        "Prefill (ppN) and decode (tgN) tokens/s, mean +- sd over the repetitions; decode also\n"
+        "as GB/s of weights read and as a share of the memory read bandwidth measured just before\n"
+        "and just after the timed runs; load time; resident memory against weights + KV cache.\n"
+        "Each configuration runs in a process of its own.\n"
         "\n"
         "  -m, --model PATH  a Hugging Face LLaMA directory or a native .sllm file\n"
         "  --shape 1b|7b     random weights built in memory (nothing is written to disk):\n"
-        "                    1b = TinyLlama 1.1B: hidden 2048, 22 layers, 32 heads (4 kv), ffn 5632\n"
+        "                    1b = TinyLlama 1.1B: hidden 2048, 22 layers, 32 heads (4 kv),\n"
+        "                         ffn 5632\n"
         "                    7b = LLaMA-1 7B: hidden 4096, 32 layers, 32 heads, ffn 11008\n"
         "                    both with vocab 32000 and an untied LM head\n"
         "  --type LIST       weight types, comma-separated, each benchmarked in turn: f32, f16,\n"
@@ -187,7 +188,7 @@ Options parse_args(int argc, char** argv) {
     return o;
 }
 
-// --- random weights in memory ------------------------------------------------------------------------
+// --- random weights in memory --------------------------------------------------------------------
 
 // splitmix64 to seed, xorshift64* to draw: cheap, and seeded per row so that the weights do not
 // depend on how rows are split across threads.
@@ -384,7 +385,7 @@ std::shared_ptr<const Model> build_random_model(const Shape& sh, WeightType t, i
     return std::make_shared<const Model>(std::move(impl));
 }
 
-// --- one configuration ------------------------------------------------------------------------------
+// --- one configuration ---------------------------------------------------------------------------
 
 struct Totals {
     uint64_t bytes = 0;   // every matrix and norm vector as held
@@ -473,6 +474,7 @@ std::string base_name(const std::string& path) {
 
 // Loads or builds the model, runs the benchmark and returns every figure. Runs in the child.
 json run_config(const Options& o, std::optional<WeightType> type) {
+    const uint64_t rss_at_start = current_rss_bytes();  // the program and its libraries
     const auto t0 = Clock::now();
     std::shared_ptr<const Model> model;
     if (o.shape) {
@@ -501,8 +503,11 @@ json run_config(const Options& o, std::optional<WeightType> type) {
 
     // An attached adapter's factors (f32) are read for every token, and are weights in memory.
     uint64_t adapter_bytes = 0;
+    double adapter_load_s = 0;
     if (!o.lora.empty()) {
+        const auto ta = Clock::now();
         auto adapter = Adapter::load(model, o.lora);
+        adapter_load_s = std::chrono::duration<double>(Clock::now() - ta).count();
         for (const LoraModule& lm : adapter->impl().loras)
             adapter_bytes += (lm.a.size() + lm.b.size() + lm.b_bias.size()) * sizeof(float);
         gen.attach(adapter);
@@ -519,7 +524,7 @@ json run_config(const Options& o, std::optional<WeightType> type) {
     timed_run(gen, prompt, std::min(o.n_gen, 4), vocab, true);
     // Taken before the bandwidth measurements, whose 512 MiB buffer would otherwise count; the
     // timed runs allocate nothing (the Generator allocated its buffers when it was made).
-    const uint64_t peak_rss = peak_rss_bytes();
+    const uint64_t peak_rss_after_warm_up = peak_rss_bytes();
 
     const stackllama_bench::Bandwidth bw0 = stackllama_bench::read_bandwidth(o.threads);
     std::vector<double> pp, tg;
@@ -529,6 +534,8 @@ json run_config(const Options& o, std::optional<WeightType> type) {
         tg.push_back(run.decode_tps);
     }
     const uint64_t rss_after_runs = current_rss_bytes();
+    // Small allocations made during the timed runs (the token list growing) are counted too.
+    const uint64_t peak_rss = std::max(peak_rss_after_warm_up, rss_after_runs);
     const stackllama_bench::Bandwidth bw1 = stackllama_bench::read_bandwidth(o.threads);
     const double bw_mean = (bw0.median_gbs + bw1.median_gbs) / 2;
 
@@ -556,6 +563,7 @@ json run_config(const Options& o, std::optional<WeightType> type) {
     r["n_ctx"] = n_ctx;
     r["reps"] = o.reps;
     r["load_s"] = load_s;
+    r["adapter_load_s"] = adapter_load_s;
     r["prefill"] = stats(pp);
     r["decode"] = decode;
     r["read_bw_gbs"] = {{"before", bw0.median_gbs}, {"after", bw1.median_gbs}, {"mean", bw_mean},
@@ -563,6 +571,7 @@ json run_config(const Options& o, std::optional<WeightType> type) {
     r["memory"] = {{"weights_bytes", weights_bytes},
                    {"adapter_bytes", adapter_bytes},
                    {"kv_cache_bytes", kv_bytes},
+                   {"rss_at_start_bytes", rss_at_start},
                    {"rss_after_load_bytes", rss_after_load},
                    {"peak_rss_bytes", peak_rss},
                    {"rss_after_runs_bytes", rss_after_runs},
@@ -627,16 +636,30 @@ std::optional<json> run_in_child(const Options& o, std::optional<WeightType> typ
 
 // --- output -------------------------------------------------------------------------------------
 
+// 1.23 GiB, 456.7 MiB or 89.0 KiB.
+std::string human_bytes(double b) {
+    char s[32];
+    if (b >= kGiB) std::snprintf(s, sizeof s, "%.2f GiB", b / kGiB);
+    else if (b >= 1024.0 * 1024.0) std::snprintf(s, sizeof s, "%.1f MiB", b / (1024.0 * 1024.0));
+    else std::snprintf(s, sizeof s, "%.1f KiB", b / 1024.0);
+    return s;
+}
+
 void print_md_header() {
-    std::printf("| model | type | size GiB | params | threads | test | t/s | GB/s | %% of read BW |\n");
+    std::printf("| model | type | size | params | threads | test | t/s | GB/s | %% of read BW |\n");
     std::printf("| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |\n");
     std::fflush(stdout);
 }
 
+// The model, and the adapter attached to it.
+std::string model_label(const json& r) {
+    return r["model"].get<std::string>() +
+           (r["lora"].is_null() ? "" : " + " + base_name(r["lora"].get<std::string>()));
+}
+
 void print_md_rows(const json& r) {
-    const std::string model = r["model"].get<std::string>() +
-                              (r["lora"].is_null() ? "" : " + " + base_name(r["lora"]));
-    const double gib = r["size_bytes"].get<double>() / kGiB;
+    const std::string model = model_label(r);
+    const std::string size = human_bytes(r["size_bytes"].get<double>());
     const double params = r["params"].get<double>();
     char p[32];
     if (params >= 1e9) std::snprintf(p, sizeof p, "%.2f B", params / 1e9);
@@ -646,11 +669,11 @@ void print_md_rows(const json& r) {
     const int threads = r["threads"];
     const json& pp = r["prefill"];
     const json& tg = r["decode"];
-    std::printf("| %s | %s | %.2f | %s | %d | pp%d | %.2f ± %.2f | - | - |\n", model.c_str(),
-                type.c_str(), gib, p, threads, r["n_prompt"].get<int>(),
+    std::printf("| %s | %s | %s | %s | %d | pp%d | %.2f ± %.2f | - | - |\n", model.c_str(),
+                type.c_str(), size.c_str(), p, threads, r["n_prompt"].get<int>(),
                 pp["avg_ts"].get<double>(), pp["stddev_ts"].get<double>());
-    std::printf("| %s | %s | %.2f | %s | %d | tg%d | %.2f ± %.2f | %.1f | %.0f %% |\n",
-                model.c_str(), type.c_str(), gib, p, threads, r["n_gen"].get<int>(),
+    std::printf("| %s | %s | %s | %s | %d | tg%d | %.2f ± %.2f | %.1f | %.0f %% |\n",
+                model.c_str(), type.c_str(), size.c_str(), p, threads, r["n_gen"].get<int>(),
                 tg["avg_ts"].get<double>(), tg["stddev_ts"].get<double>(), tg["gbs"].get<double>(),
                 tg["pct_of_read_bw"].get<double>());
     std::fflush(stdout);
@@ -659,18 +682,20 @@ void print_md_rows(const json& r) {
 void print_md_summary(const json& r) {
     const json& bw = r["read_bw_gbs"];
     const json& m = r["memory"];
-    const auto gib = [&](const char* k) { return m[k].get<double>() / kGiB; };
-    std::printf("\n%s %s: read BW %.1f GB/s before, %.1f after (mean %.1f); %.3f GB read per "
-                "token; load %.2f s; kernels %s\n",
-                r["model"].get<std::string>().c_str(), r["type"].get<std::string>().c_str(),
+    const auto mem = [&](const char* k) { return human_bytes(m[k].get<double>()); };
+    std::printf("\n%s %s: read BW %.1f GB/s before, %.1f after (mean %.1f); %s read per token; "
+                "load %.2f s; kernels %s\n",
+                model_label(r).c_str(), r["type"].get<std::string>().c_str(),
                 bw["before"].get<double>(), bw["after"].get<double>(), bw["mean"].get<double>(),
-                r["bytes_per_token"].get<double>() / 1e9, r["load_s"].get<double>(),
+                human_bytes(r["bytes_per_token"].get<double>()).c_str(), r["load_s"].get<double>(),
                 r["isa"].get<std::string>().c_str());
-    std::printf("memory: RSS after load %.3f GiB, peak %.3f GiB, after the runs %.3f GiB; "
-                "weights %.3f GiB + KV cache %.3f GiB (n_ctx %d) = %.3f GiB; peak = %.2f x that\n",
-                gib("rss_after_load_bytes"), gib("peak_rss_bytes"), gib("rss_after_runs_bytes"),
-                gib("weights_bytes"), gib("kv_cache_bytes"), r["n_ctx"].get<int>(),
-                gib("weights_bytes") + gib("kv_cache_bytes"),
+    std::printf("memory: RSS at start %s, after load %s, peak %s; weights %s + KV cache %s "
+                "(n_ctx %d) = %s; peak = %.2f x that\n",
+                mem("rss_at_start_bytes").c_str(), mem("rss_after_load_bytes").c_str(),
+                mem("peak_rss_bytes").c_str(), mem("weights_bytes").c_str(),
+                mem("kv_cache_bytes").c_str(), r["n_ctx"].get<int>(),
+                human_bytes(m["weights_bytes"].get<double>() + m["kv_cache_bytes"].get<double>())
+                    .c_str(),
                 m["peak_over_weights_kv"].get<double>());
 }
 
@@ -705,7 +730,6 @@ int main(int argc, char** argv) {
         }
     }
 
-    if (!o.json_out) print_md_header();
     json results = json::array();
     bool failed = false;
     for (const auto& t : o.types) {
@@ -717,7 +741,10 @@ int main(int argc, char** argv) {
             failed = true;
             continue;
         }
-        if (!o.json_out) print_md_rows(*r);
+        if (!o.json_out) {
+            if (results.empty()) print_md_header();
+            print_md_rows(*r);
+        }
         results.push_back(*r);
     }
     if (o.json_out) {
