@@ -79,12 +79,19 @@ std::shared_ptr<const Model> merge_adapters(std::shared_ptr<const Model> base,
     // merge.
     if (!quantized.empty()) {
         ThreadPool pool(impl->n_threads);
+        size_t total = 0;  // one allocation for all (each rounds up to a 2 MiB page)
+        for (auto& [m, type] : quantized)
+            total += (kernels::Matrix{type, nullptr, m->rows, m->cols}.bytes() + 63) / 64 * 64;
+        std::shared_ptr<void> memory = kernels::alloc_weight_memory(total);
+        size_t offset = 0;
         for (auto& [m, type] : quantized) {
-            kernels::OwnedMatrix q = kernels::convert_matrix(kernels::active(), *m, type, pool);
-            w.matrix_bytes = w.matrix_bytes - m->bytes() + q.m.bytes();
-            *m = q.m;
-            w.owners.push_back(std::move(q.owner));
+            const kernels::Matrix q = kernels::convert_matrix_into(
+                kernels::active(), *m, type, pool, static_cast<uint8_t*>(memory.get()) + offset);
+            offset += (q.bytes() + 63) / 64 * 64;
+            w.matrix_bytes = w.matrix_bytes - m->bytes() + q.bytes();
+            *m = q;
         }
+        w.owners.push_back(memory);
         for (auto it = w.owners.begin(); it != w.owners.end();) {
             bool is_copy = false;
             for (const auto& [m, buf] : copies) is_copy = is_copy || it->get() == buf.get();

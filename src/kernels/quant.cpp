@@ -279,14 +279,17 @@ void dequantize_rows(const Matrix& w, size_t r0, size_t r1, float* out) {
 
 std::shared_ptr<void> alloc_weight_memory(size_t bytes) {
     const size_t huge = size_t(2) << 20;
-    const size_t size = std::max<size_t>(huge, (bytes + huge - 1) / huge * huge);
+    // Below a few huge pages the rounding would cost more than the pages save: 64-byte alignment.
+    const bool use_huge = bytes >= 4 * huge;
+    const size_t align = use_huge ? huge : 64;
+    const size_t size = std::max<size_t>(align, (bytes + align - 1) / align * align);
     void* p = nullptr;
-    if (posix_memalign(&p, huge, size) != 0 || !p) {
+    if (posix_memalign(&p, align, size) != 0 || !p) {
         throw Error(ErrorCode::out_of_memory,
                     "cannot allocate " + std::to_string(bytes >> 20) + " MiB for weights");
     }
 #ifdef MADV_HUGEPAGE
-    madvise(p, size, MADV_HUGEPAGE);  // advice only: without THP the pages are ordinary
+    if (use_huge) madvise(p, size, MADV_HUGEPAGE);  // advice only: without THP, ordinary pages
 #endif
     return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
 }
@@ -300,12 +303,22 @@ OwnedMatrix convert_matrix(const KernelTable& kt, const Matrix& w, WeightType t,
                         std::to_string(weight_type_block(t)) + ")");
     }
     OwnedMatrix out;
-    out.m = Matrix{t, nullptr, w.rows, w.cols};
-    std::shared_ptr<void> mem = alloc_weight_memory(out.m.bytes());
-    out.m.data = mem.get();
-    out.owner = mem;
+    out.owner = alloc_weight_memory(Matrix{t, nullptr, w.rows, w.cols}.bytes());
+    out.m = convert_matrix_into(kt, w, t, pool, const_cast<void*>(out.owner.get()));
+    return out;
+}
+
+Matrix convert_matrix_into(const KernelTable& kt, const Matrix& w, WeightType t, ThreadPool& pool,
+                           void* memory) {
+    if (!weight_type_fits(t, w.cols)) {
+        throw Error(ErrorCode::invalid_argument,
+                    std::string("a row of ") + std::to_string(w.cols) + " elements cannot be " +
+                        weight_type_name(t) + " (blocks of " +
+                        std::to_string(weight_type_block(t)) + ")");
+    }
+    const Matrix out{t, memory, w.rows, w.cols};
     const size_t rb = row_bytes(t, w.cols);
-    uint8_t* dst = static_cast<uint8_t*>(mem.get());
+    uint8_t* dst = static_cast<uint8_t*>(memory);
     // About 64 KiB of f32 per step, so the widened rows stay in L2.
     const size_t step = std::max<size_t>(1, 16384 / std::max<size_t>(1, w.cols));
     pool.parallel_for(w.rows, step, [&](size_t r0, size_t r1) {
@@ -327,7 +340,7 @@ OwnedMatrix convert_matrix(const KernelTable& kt, const Matrix& w, WeightType t,
                         reinterpret_cast<uint16_t*>(o)[i] = f32_to_bf16(f[i]);
                     break;
                 case WeightType::q8:
-                case WeightType::q4: quantize_rows_into(out.m, a, b, f); break;
+                case WeightType::q4: quantize_rows_into(out, a, b, f); break;
             }
         }
     });

@@ -46,13 +46,20 @@ struct OwnedMatrix {
     std::shared_ptr<const void> owner;
 };
 
-// Memory for weights: 2 MiB-aligned, advised for transparent huge pages (reads of weights are
-// faster with them; the issue measured 17-27 %). Not initialised. Throws Error(out_of_memory).
+// Memory for weights: from 8 MiB up, 2 MiB-aligned, rounded up to 2 MiB and advised for
+// transparent huge pages (reads of weights are faster with them; the issue measured 17-27 %);
+// smaller, 64-byte aligned. Not initialised. Throws Error(out_of_memory).
 std::shared_ptr<void> alloc_weight_memory(size_t bytes);
 
 // W converted to type t (any of f32, f16, bf16, q8, q4), rows split across `pool`. Widens with
 // kt.rows_to_f32 a few rows at a time, so the only memory allocated is the result.
 // Throws Error(invalid_argument) when !weight_type_fits(t, w.cols).
 OwnedMatrix convert_matrix(const KernelTable& kt, const Matrix& w, WeightType t, ThreadPool& pool);
+
+// The same into `memory` (Matrix{t, .., w.rows, w.cols}.bytes() writable bytes, 64-byte aligned
+// for the kernels' best speed), so that many matrices can share one allocation: each allocation
+// of weight memory rounds up to a 2 MiB page.
+Matrix convert_matrix_into(const KernelTable& kt, const Matrix& w, WeightType t, ThreadPool& pool,
+                           void* memory);
 
 }  // namespace stackllama::kernels

@@ -67,21 +67,33 @@ void convert_weights(LlamaWeights& w, kernels::WeightType t, ThreadPool& pool,
                      std::vector<std::string>* kept) {
     const kernels::KernelTable& kt = kernels::active();
     const bool tied = w.lm_head.data && w.lm_head.data == w.embed.data;
-    std::vector<std::shared_ptr<const void>> owners;
-    for (const NamedMatrix& nm : matrices(w)) {
-        kernels::Matrix& m = *nm.m;
+    const std::vector<NamedMatrix> all = matrices(w);
+    // Every converted matrix in one allocation (64-byte offsets): one huge-page rounding in all,
+    // not one per matrix.
+    std::vector<kernels::WeightType> types;
+    std::vector<size_t> offsets;
+    size_t total = 0;
+    for (const NamedMatrix& nm : all) {
         // The score head (a reward model's 1 x hidden) is read once per sequence: kept exact.
         const bool is_score = nm.m == &w.score;
         kernels::WeightType want = t;
-        if (is_score || !kernels::weight_type_fits(t, m.cols)) {
-            want = m.type;
+        if (is_score || !kernels::weight_type_fits(t, nm.m->cols)) {
+            want = nm.m->type;
             if (!is_score && kept) kept->push_back(nm.name);
         }
-        kernels::OwnedMatrix c = kernels::convert_matrix(kt, m, want, pool);
-        release_pages(m.data, m.bytes());
-        m = c.m;
-        owners.push_back(std::move(c.owner));
+        types.push_back(want);
+        offsets.push_back(total);
+        total += (kernels::Matrix{want, nullptr, nm.m->rows, nm.m->cols}.bytes() + 63) / 64 * 64;
     }
+    std::shared_ptr<void> memory = kernels::alloc_weight_memory(total);
+    for (size_t i = 0; i < all.size(); ++i) {
+        kernels::Matrix& m = *all[i].m;
+        const kernels::Matrix c = kernels::convert_matrix_into(
+            kt, m, types[i], pool, static_cast<uint8_t*>(memory.get()) + offsets[i]);
+        release_pages(m.data, m.bytes());
+        m = c;
+    }
+    std::vector<std::shared_ptr<const void>> owners{memory};
     if (tied) w.lm_head = w.embed;
     w.owners = std::move(owners);
     // The requested type, unless no matrix could take it (then the type they kept).
