@@ -414,6 +414,14 @@ void groups_q8(const PanelQ8* const* p, size_t nb, const BlockQ8A* xq, float (*o
 #if SL_AVX512
         __m256i sum_w[G];
         for (size_t g = 0; g < G; ++g) sum_w[g] = _mm256_setzero_si256();
+#else
+        __m256i xs[T][8], ax[T][8];  // x's 4-byte groups broadcast, and their magnitudes
+        for (size_t t = 0; t < T; ++t) {
+            for (size_t c = 0; c < 8; ++c) {
+                xs[t][c] = bcast4(xq[t * nb + b], c);
+                ax[t][c] = _mm256_sign_epi8(xs[t][c], xs[t][c]);
+            }
+        }
 #endif
         for (size_t c = 0; c < 8; ++c) {
             for (size_t g = 0; g < G; ++g) {
@@ -425,14 +433,15 @@ void groups_q8(const PanelQ8* const* p, size_t nb, const BlockQ8A* xq, float (*o
                         s[g * T + t], _mm256_xor_si256(bcast4(xq[t * nb + b], c), flip), w);
                 }
 #else
-                // |w| times x with w's sign; a pair of products is up to 2 · 128 · 127, so each
-                // maddubs result is widened to int32 before adding.
-                const __m256i aw = _mm256_sign_epi8(w, w);
+                // |x| times w with x's sign: |x| is the same for the 8 rows of every group, so it
+                // is taken once per vector and block, not once per panel. A pair of products is
+                // up to 2 · 127 · 127 (levels are in [-127, 127]), so each maddubs result is
+                // widened to int32 before adding.
                 for (size_t t = 0; t < T; ++t) {
-                    const __m256i sx = _mm256_sign_epi8(bcast4(xq[t * nb + b], c), w);
+                    const __m256i sw = _mm256_sign_epi8(w, xs[t][c]);
                     s[g * T + t] = _mm256_add_epi32(
                         s[g * T + t],
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1)));
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(ax[t][c], sw), _mm256_set1_epi16(1)));
                 }
 #endif
             }
