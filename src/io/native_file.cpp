@@ -11,6 +11,7 @@
 #include "io/mmap_file.hpp"
 #include "stackllama/error.hpp"
 #include "util/checksum.hpp"
+#include "util/memory.hpp"
 #include "util/thread_pool.hpp"
 
 namespace stackllama::io {
@@ -285,7 +286,6 @@ NativeContents read_native(const std::string& path, const NativeReadOptions& opt
 
     const Json& list = index["tensors"];
     std::vector<TensorInfo> infos(list.size());
-    std::vector<std::shared_ptr<std::vector<uint8_t>>> buffers(list.size());
     for (size_t i = 0; i < list.size(); ++i) {
         const Json& e = list[i];
         TensorInfo& t = infos[i];
@@ -327,6 +327,17 @@ NativeContents read_native(const std::string& path, const NativeReadOptions& opt
         }
     }
 
+    // Compressed tensors decompress into one allocation (huge pages, no zero-filling first).
+    std::vector<size_t> unpacked_at(list.size(), 0);
+    size_t unpacked_bytes = 0;
+    for (size_t i = 0; i < infos.size(); ++i) {
+        if (infos[i].data) continue;
+        unpacked_at[i] = unpacked_bytes;
+        unpacked_bytes += (infos[i].nbytes + kNativeAlign - 1) / kNativeAlign * kNativeAlign;
+    }
+    std::shared_ptr<void> unpacked;
+    if (unpacked_bytes) unpacked = alloc_large(unpacked_bytes, "decompressed tensors");
+
     // Checksums and decompression, in parallel across tensors.
     ThreadPool pool(std::max(1, opt.n_threads));
     std::vector<std::string> errors(list.size());
@@ -339,16 +350,12 @@ NativeContents read_native(const std::string& path, const NativeReadOptions& opt
             try {
                 if (opt.verify_checksums || !t.data) check(e, base + off, n, "tensor " + t.name);
                 if (!t.data) {
-                    auto buf = std::make_shared<std::vector<uint8_t>>(t.nbytes + kNativeAlign);
-                    uint8_t* p = buf->data() +
-                                 (kNativeAlign - reinterpret_cast<uintptr_t>(buf->data()) %
-                                                     kNativeAlign) % kNativeAlign;
+                    uint8_t* p = static_cast<uint8_t*>(unpacked.get()) + unpacked_at[i];
                     const size_t got = ZSTD_decompress(p, t.nbytes, base + off, n);
                     if (ZSTD_isError(got) || got != t.nbytes)
                         bad(path, "tensor " + t.name + ": zstd data does not decompress to " +
                                       std::to_string(t.nbytes) + " bytes");
                     t.data = p;
-                    buffers[i] = std::move(buf);
                 }
             } catch (const std::exception& ex) {
                 errors[i] = ex.what();
@@ -357,10 +364,8 @@ NativeContents read_native(const std::string& path, const NativeReadOptions& opt
     });
     for (const auto& err : errors)
         if (!err.empty()) throw Error(ErrorCode::format, err);
-    for (size_t i = 0; i < infos.size(); ++i) {
-        out.tensors.add(std::move(infos[i]));
-        if (buffers[i]) out.tensors.keep_alive(buffers[i]);
-    }
+    for (size_t i = 0; i < infos.size(); ++i) out.tensors.add(std::move(infos[i]));
+    if (unpacked) out.tensors.keep_alive(unpacked);
     out.tensors.keep_alive(file);
     out.tensors.origin = path;
     return out;

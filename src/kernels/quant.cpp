@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "stackllama/error.hpp"
+#include "util/memory.hpp"
 #include "util/thread_pool.hpp"
 
 namespace stackllama::kernels {
@@ -277,22 +278,7 @@ void dequantize_rows(const Matrix& w, size_t r0, size_t r1, float* out) {
     table_reference().rows_to_f32(w, r0, r1, out);
 }
 
-std::shared_ptr<void> alloc_weight_memory(size_t bytes) {
-    const size_t huge = size_t(2) << 20;
-    // Below a few huge pages the rounding would cost more than the pages save: 64-byte alignment.
-    const bool use_huge = bytes >= 4 * huge;
-    const size_t align = use_huge ? huge : 64;
-    const size_t size = std::max<size_t>(align, (bytes + align - 1) / align * align);
-    void* p = nullptr;
-    if (posix_memalign(&p, align, size) != 0 || !p) {
-        throw Error(ErrorCode::out_of_memory,
-                    "cannot allocate " + std::to_string(bytes >> 20) + " MiB for weights");
-    }
-#ifdef MADV_HUGEPAGE
-    if (use_huge) madvise(p, size, MADV_HUGEPAGE);  // advice only: without THP, ordinary pages
-#endif
-    return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
-}
+std::shared_ptr<void> alloc_weight_memory(size_t bytes) { return alloc_large(bytes, "weights"); }
 
 OwnedMatrix convert_matrix(const KernelTable& kt, const Matrix& w, WeightType t,
                            ThreadPool& pool) {

@@ -46,9 +46,8 @@ struct OwnedMatrix {
     std::shared_ptr<const void> owner;
 };
 
-// Memory for weights: from 8 MiB up, 2 MiB-aligned, rounded up to 2 MiB and advised for
-// transparent huge pages (reads of weights are faster with them; the issue measured 17-27 %);
-// smaller, 64-byte aligned. Not initialised. Throws Error(out_of_memory).
+// Memory for weights: util/memory.hpp's alloc_large (huge pages from 8 MiB up). Not initialised.
+// Throws Error(out_of_memory).
 std::shared_ptr<void> alloc_weight_memory(size_t bytes);
 
 // W converted to type t (any of f32, f16, bf16, q8, q4), rows split across `pool`. Widens with
