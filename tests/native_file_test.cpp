@@ -143,6 +143,56 @@ TEST_CASE("stackllama-convert --type q4 prints what --quantize q4 prints, from a
     CHECK(bad.err.find("--quantize") != std::string::npos);
 }
 
+TEST_CASE("native file: adapters kept unmerged or merged, as the converter was told") {
+    const std::string root = fixture_dir() + "/adapters";
+    const std::string base_dir = root + "/base", a1 = root + "/adapters/all7_r4",
+                      a2 = root + "/adapters/layers_1";
+    auto base = load(base_dir);
+    const auto ids = some_ids(base->config().vocab_size);
+    const std::vector<stackllama::AdapterRef> refs = {{stackllama::Adapter::load(base, a1), 1.0f},
+                                                      {stackllama::Adapter::load(base, a2), 0.5f}};
+    stackllama::Generator g(base);
+    for (const auto& r : refs) g.attach(r.adapter, r.scale);
+    auto lv = g.eval(ids, true);
+    const std::vector<float> want(lv.data, lv.data + lv.rows * lv.n_vocab);
+    TempDir t;
+
+    // Kept: the file carries both adapters with their scales; attached, the logits are those of
+    // the directories attached to the HF model, bit for bit.
+    auto r = run_process({converter_path(), base_dir, t / "kept.sllm", "-q", "--lora", a1,
+                          "--lora-scaled", a2, "0.5", "--keep-lora"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    auto kept = load(t / "kept.sllm");
+    CHECK(kept->weight_bytes() == base->weight_bytes());  // the base weights are not merged
+    const auto bundled = stackllama::bundled_adapters(kept);
+    REQUIRE(bundled.size() == 2);
+    CHECK(bundled[0].scale == 1.0f);
+    CHECK(bundled[1].scale == 0.5f);
+    CHECK(bundled[0].adapter->path().find("all7_r4") != std::string::npos);
+    CHECK(bundled[0].adapter->lora_modules() == refs[0].adapter->lora_modules());
+    stackllama::Generator gk(kept);
+    for (const auto& b : bundled) gk.attach(b.adapter, b.scale);
+    auto lk = gk.eval(ids, true);
+    CHECK(std::vector<float>(lk.data, lk.data + lk.rows * lk.n_vocab) == want);
+    CHECK(stackllama::bundled_adapters(base).empty());
+
+    // Merged: the file's weights are the merge, and it carries no adapters.
+    r = run_process({converter_path(), base_dir, t / "merged.sllm", "-q", "--lora", a1,
+                     "--lora-scaled", a2, "0.5"});
+    REQUIRE(r.exit_code == 0);
+    auto merged = load(t / "merged.sllm");
+    CHECK(stackllama::bundled_adapters(merged).empty());
+    CHECK(all_logits(merged, ids) == all_logits(stackllama::merge_adapters(base, refs), ids));
+
+    // An adapter for another model is refused before anything is written.
+    r = run_process({converter_path(), base_dir, t / "bad.sllm", "-q", "--lora",
+                     root + "/adapters/bad_hidden", "--keep-lora"});
+    CHECK(r.exit_code == 3);
+    CHECK(r.err.find("bad_hidden") != std::string::npos);
+    CHECK(!exists(t / "bad.sllm"));
+}
+
 TEST_CASE("native file: damage is named") {
     const std::string dir = fixture_dir() + "/models/gqa_f32";
     auto hf = load(dir);
@@ -184,7 +234,7 @@ TEST_CASE("native file: damage is named") {
         write_file(t / "v2.sllm", bad);
         const std::string e = error_of(t / "v2.sllm");
         MESSAGE(e);
-        CHECK(e.find("version 2.0") != std::string::npos);
+        CHECK(e.find("version 2.1") != std::string::npos);
     }
     SUBCASE("a damaged index") {
         std::string bad = good;

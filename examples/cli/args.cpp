@@ -124,6 +124,8 @@ Options parse_args(const std::vector<std::string>& args) {
             o.loras.push_back({dir, to_float(a, value())});
         } else if (a == "--lora-merge") {
             o.lora_merge = true;
+        } else if (a == "--no-bundled-lora") {
+            o.no_bundled_lora = true;
         } else if (a == "--raw") {
             o.raw = true;
         } else if (a == "--tokenize") {
@@ -192,6 +194,8 @@ std::string usage(const std::string& program) {
            "      --lora-scaled DIR S  apply an adapter with its scale multiplied by S\n"
            "      --lora-merge      merge the adapters into the weights at load instead of\n"
            "                        applying them at run time\n"
+           "      --no-bundled-lora do not apply the adapters a native file carries unmerged\n"
+           "                        (stackllama-convert --keep-lora; applied by default)\n"
            "      --quantize T      convert the weights at load: q8 (8.5 bits per weight),\n"
            "                        q4 (4.5 bits), or f16, bf16, f32 (default: as stored)\n"
            "  -t, --threads N       threads (default: all cores)\n"

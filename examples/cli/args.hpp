@@ -36,6 +36,7 @@ struct Options {
     int ctx_size = 0;       // -c, --ctx-size N   (0 = the model's max_position_embeddings)
     std::vector<LoraArg> loras;  // --lora DIR, --lora-scaled DIR SCALE (repeatable)
     bool lora_merge = false;     // --lora-merge: merge at load instead of applying at run time
+    bool no_bundled_lora = false;  // --no-bundled-lora: ignore a native file's kept adapters
     bool verbose = false;   // -v, --verbose
     bool help = false;      // -h, --help
 };

@@ -84,6 +84,15 @@ int run(const stackllama_cli::Options& o) {
     }
     auto model = stackllama::Model::load(o.model, mp);
     std::vector<stackllama::AdapterRef> adapters;
+    // A native file's adapters kept unmerged (stackllama-convert --keep-lora) apply first.
+    if (!o.no_bundled_lora) {
+        for (const auto& a : stackllama::bundled_adapters(model)) {
+            if (o.verbose)
+                std::fprintf(stderr, "stackllama: applying the file's adapter %s (scale %g)\n",
+                             a.adapter->path().c_str(), double(a.scale));
+            adapters.push_back(a);
+        }
+    }
     for (const auto& l : o.loras)
         adapters.push_back({stackllama::Adapter::load(model, l.dir), l.scale});
     if (o.lora_merge) {

@@ -61,9 +61,10 @@ public:
 
     struct Impl;
     const Impl& impl() const noexcept { return *impl_; }
+    // Internal: the library builds Adapters (Impl is not part of the public API).
+    explicit Adapter(std::unique_ptr<Impl> impl);
 
 private:
-    explicit Adapter(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };
 
@@ -80,5 +81,11 @@ struct AdapterRef {
 // says so, since the result differs from the f32 merge by the quantization error).
 STACKLLAMA_API std::shared_ptr<const Model> merge_adapters(std::shared_ptr<const Model> base,
                                                            const std::vector<AdapterRef>& adapters);
+
+// The adapters a native file carries unmerged (stackllama-convert --keep-lora,
+// NativeSaveOptions::adapters), each with the scale it was stored with, in the order stored;
+// empty for a model without any. Attach them to a Generator as any other adapter. Each call
+// makes new Adapter objects.  (since 0.2)
+STACKLLAMA_API std::vector<AdapterRef> bundled_adapters(std::shared_ptr<const Model> model);
 
 }  // namespace stackllama

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "stackllama/export.hpp"
@@ -66,6 +67,9 @@ struct NativeSaveOptions {
     DType type = DType::f16;
     int zstd_level = 0;    // 0 = uncompressed; 1..19 = zstd level for tensor data
     int n_threads = 0;     // compression threads; 0 = all cores
+    // PEFT adapter directories stored unmerged in the file, with their scales (since 0.2); each
+    // is checked against the model first. Loaded back by bundled_adapters().
+    std::vector<std::pair<std::string, float>> adapters;
     // Called after each tensor with bytes of tensor data written so far and in all.
     std::function<void(uint64_t done, uint64_t total)> progress;
 };

@@ -5,8 +5,10 @@
 
 #include "adapter/adapter_config.hpp"
 #include "adapter/adapter_impl.hpp"
+#include "model/model_impl.hpp"
 #include "io/json_file.hpp"
 #include "io/mmap_file.hpp"
+#include "io/peft_files.hpp"
 #include "io/safetensors.hpp"
 #include "io/torch_bin.hpp"
 #include "util/log.hpp"
@@ -139,25 +141,9 @@ std::pair<int64_t, int64_t> linear_shape(const ModelConfig& c, int layer, Slot s
     return {0, 0};
 }
 
-io::TensorSet open_adapter_weights(const std::string& dir) {
-    io::TensorSet set;
-    const std::string st = io::join_path(dir, "adapter_model.safetensors");
-    const std::string bin = io::join_path(dir, "adapter_model.bin");
-    if (io::file_exists(st)) {
-        io::read_safetensors(st, set);
-        set.origin = st;
-    } else if (io::file_exists(bin)) {
-        io::read_torch_bin(bin, set);
-        set.origin = bin;
-    } else {
-        throw Error(ErrorCode::io, "no adapter weights in " + dir +
-                                       ": expected adapter_model.safetensors or "
-                                       "adapter_model.bin");
-    }
-    return set;
-}
-
 }  // namespace
+
+
 
 Adapter::Adapter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Adapter::~Adapter() = default;
@@ -184,11 +170,19 @@ std::shared_ptr<const Adapter> Adapter::load(std::shared_ptr<const Model> model,
     const std::string config_path = io::join_path(dir, "adapter_config.json");
     if (!io::file_exists(config_path))
         throw Error(ErrorCode::io, "missing adapter_config.json in " + dir);
+    const io::Json config = io::read_json_file(config_path);
+    const io::TensorSet tensors = io::open_adapter_weights(dir);
+    return make_adapter(std::move(model), dir, config, config_path, tensors);
+}
 
-    auto impl = std::make_unique<Impl>();
-    impl->path = dir;
+std::shared_ptr<const Adapter> make_adapter(std::shared_ptr<const Model> model,
+                                            const std::string& path, const io::Json& config,
+                                            const std::string& config_path,
+                                            const io::TensorSet& tensors) {
+    auto impl = std::make_unique<Adapter::Impl>();
+    impl->path = path;
     impl->model = model;
-    impl->config = parse_adapter_config(io::read_json_file(config_path), config_path);
+    impl->config = parse_adapter_config(config, config_path);
     const AdapterConfig& cfg = impl->config;
     const ModelConfig& mc = model->config();
 
@@ -201,7 +195,6 @@ std::shared_ptr<const Adapter> Adapter::load(std::shared_ptr<const Model> model,
                   "\" but the model is \"" + mc.name_or_path + "\"; the shapes fit, so loading");
     }
 
-    io::TensorSet tensors = open_adapter_weights(dir);
     struct Pair {
         const io::TensorInfo* a = nullptr;
         const io::TensorInfo* b = nullptr;
@@ -311,9 +304,9 @@ std::shared_ptr<const Adapter> Adapter::load(std::shared_ptr<const Model> model,
     if (impl->loras.empty() && impl->saved.empty())
         throw Error(ErrorCode::format, tensors.origin + " holds no LoRA or modules_to_save tensors");
 
-    log::info("loaded adapter " + dir + ": " + std::to_string(impl->loras.size()) +
+    log::info("loaded adapter " + path + ": " + std::to_string(impl->loras.size()) +
               " LoRA modules, " + std::to_string(impl->saved.size()) + " saved modules");
-    return std::shared_ptr<const Adapter>(new Adapter(std::move(impl)));
+    return std::make_shared<const Adapter>(std::move(impl));
 }
 
 void check_adapter_fits(const Adapter& adapter, const Model& model) {
@@ -332,6 +325,17 @@ void check_adapter_fits(const Adapter& adapter, const Model& model) {
     differ("num_key_value_heads", a.num_key_value_heads, m.num_key_value_heads);
     differ("head_dim", a.head_dim, m.head_dim);
     differ("vocab_size", a.vocab_size, m.vocab_size);
+}
+
+std::vector<AdapterRef> bundled_adapters(std::shared_ptr<const Model> model) {
+    if (!model)
+        throw Error(ErrorCode::invalid_argument, "bundled_adapters needs a model (got null)");
+    std::vector<AdapterRef> out;
+    for (const BundledAdapter& b : model->impl().bundled) {
+        const std::string where = model->path() + " (adapter " + b.name + ")";
+        out.push_back({make_adapter(model, where, b.config, where, b.tensors), b.scale});
+    }
+    return out;
 }
 
 }  // namespace stackllama

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "io/json_file.hpp"
+#include "io/tensor_set.hpp"
 #include "kernels/kernels.hpp"
 #include "model/overrides.hpp"
 #include "stackllama/adapter.hpp"
@@ -36,6 +38,14 @@ struct Adapter::Impl {
     std::vector<LoraModule> loras;
     std::map<std::string, SavedModule> saved;
 };
+
+// An adapter from its adapter_config.json and PEFT-named tensors (a PEFT directory, or a native
+// file's bundled adapter); `path` names it in messages, `config_path` names the config. The
+// tensors are copied (widened to f32), so the set need not outlive the call.
+std::shared_ptr<const Adapter> make_adapter(std::shared_ptr<const Model> model,
+                                            const std::string& path, const io::Json& config,
+                                            const std::string& config_path,
+                                            const io::TensorSet& tensors);
 
 // Error(format) when the adapter was loaded for a model of another shape than `model`.
 void check_adapter_fits(const Adapter& adapter, const Model& model);

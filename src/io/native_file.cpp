@@ -133,6 +133,7 @@ void write_native(const std::string& path, const Json& config, const std::string
         index["config"] = config;
         index["tokenizer_config"] = tokenizer_config;
         index["extra_files"] = extra_files;
+        if (opt.adapters.is_array() && !opt.adapters.empty()) index["adapters"] = opt.adapters;
         if (!tokenizer_model.empty()) {
             w.pad_to(kNativeAlign);
             index["tokenizer_model"] = {{"offset", w.pos()},
@@ -259,6 +260,15 @@ NativeContents read_native(const std::string& path, const NativeReadOptions& opt
     out.extra_files = index.value("extra_files", Json::object());
     if (!out.config.is_object()) bad(path, "index section has no config object");
     if (!out.extra_files.is_object()) bad(path, "index section: extra_files is not an object");
+    out.adapters = index.value("adapters", Json::array());
+    if (!out.adapters.is_array()) bad(path, "index section: adapters is not a list");
+    for (const Json& a : out.adapters) {
+        if (!a.is_object() || !a.contains("name") || !a["name"].is_string() ||
+            !a.contains("prefix") || !a["prefix"].is_string() || !a.contains("scale") ||
+            !a["scale"].is_number() || !a.contains("config") || !a["config"].is_object())
+            bad(path, "index section: an adapter entry lacks name, prefix, scale or config: " +
+                          a.dump().substr(0, 200));
+    }
 
     // A range of the file, checked to lie inside it and before the index.
     auto section = [&](const Json& e, const std::string& what) -> std::pair<uint64_t, uint64_t> {

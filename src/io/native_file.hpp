@@ -16,7 +16,7 @@ namespace stackllama::io {
 
 constexpr char kNativeMagic[8] = {'S', 'L', 'L', 'M', 'O', 'D', 'E', 'L'};
 constexpr uint32_t kNativeVersionMajor = 1;
-constexpr uint32_t kNativeVersionMinor = 0;
+constexpr uint32_t kNativeVersionMinor = 1;  // 1: adapters kept unmerged
 constexpr size_t kNativeHeaderSize = 64;
 constexpr size_t kNativeAlign = 64;
 
@@ -28,6 +28,9 @@ struct NativeContents {
     std::string tokenizer_model; // serialized SentencePiece model, or empty
     Json tokenizer_config;       // tokenizer_config.json, or null
     Json extra_files;            // {"generation_config.json": {...}, ...}
+    // Adapters kept unmerged (minor version 1): [{"name", "scale", "config", "prefix"}], their
+    // tensors in `tensors` under "<prefix><PEFT tensor name>". An array, maybe empty.
+    Json adapters;
     TensorSet tensors;           // data in the map, or decompressed buffers
 };
 
@@ -53,6 +56,7 @@ struct NativeWriteOptions {
     int zstd_level = 0;  // 0 = store uncompressed
     int n_threads = 1;
     std::function<void(uint64_t done, uint64_t total)> progress;  // bytes of tensor data
+    Json adapters;  // the index's "adapters" list, or null for none (see NativeContents)
 };
 
 // Writes to `path.tmp` and renames, so a failed write never leaves a damaged file under `path`.

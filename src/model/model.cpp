@@ -101,6 +101,24 @@ void load_native_file(Model::Impl& impl, const ModelParams& params) {
     impl.raw_config = nc.config;
     impl.config = parse_model_config(nc.config, path + " (config)");
     impl.extra_files = nc.extra_files.is_object() ? nc.extra_files : io::Json::object();
+    for (const io::Json& a : nc.adapters) {
+        BundledAdapter b;
+        b.name = a["name"].get<std::string>();
+        b.scale = a["scale"].get<float>();
+        b.config = a["config"];
+        const std::string prefix = a["prefix"].get<std::string>();
+        for (const auto& [name, t] : nc.tensors.tensors()) {
+            if (name.compare(0, prefix.size(), prefix) != 0) continue;
+            io::TensorInfo copy = t;
+            copy.name = name.substr(prefix.size());
+            b.tensors.add(std::move(copy));
+        }
+        for (const auto& o : nc.tensors.owners()) b.tensors.keep_alive(o);
+        b.tensors.origin = path + " (adapter " + b.name + ")";
+        if (b.tensors.tensors().empty())
+            throw Error(ErrorCode::format, path + ": adapter " + b.name + " has no tensors");
+        impl.bundled.push_back(std::move(b));
+    }
     impl.tensors = std::move(nc.tensors);
     impl.weights = load_llama_weights(impl.tensors, impl.config);
     if (params.load_tokenizer) {

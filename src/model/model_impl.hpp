@@ -3,6 +3,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "io/json_file.hpp"
 #include "io/tensor_set.hpp"
@@ -11,6 +12,15 @@
 #include "stackllama/tokenizer.hpp"
 
 namespace stackllama {
+
+// An adapter a native file carries unmerged: its config and PEFT-named tensors (the data in the
+// file's map), made into an Adapter by bundled_adapters().
+struct BundledAdapter {
+    std::string name;
+    float scale = 1.0f;
+    io::Json config;
+    io::TensorSet tensors;
+};
 
 struct Model::Impl {
     ModelConfig config;
@@ -21,6 +31,7 @@ struct Model::Impl {
     io::TensorSet tensors;
     LlamaWeights weights;
     std::optional<Tokenizer> tokenizer;
+    std::vector<BundledAdapter> bundled;
 };
 
 }  // namespace stackllama

@@ -3,11 +3,14 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 
 #include "io/mmap_file.hpp"
+#include "io/json_file.hpp"
 #include "io/native_file.hpp"
+#include "io/peft_files.hpp"
 #include "io/safetensors_writer.hpp"
 #include "kernels/isa.hpp"
 #include "kernels/quant.hpp"
@@ -162,7 +165,42 @@ void Model::save_native(const std::string& path, const NativeSaveOptions& option
         }
         tensors.push_back(std::move(nt));
     }
+    // Adapters kept unmerged: their PEFT tensors as stored, under a prefix per adapter, and
+    // their configs in the index. What they mean is checked when they are loaded back
+    // (bundled_adapters); stackllama-convert checks them against the model first.
+    std::vector<io::TensorSet> adapter_sets;  // keep the adapters' bytes until written
+    adapter_sets.reserve(options.adapters.size());
+    io::Json adapters = io::Json::array();
+    for (size_t k = 0; k < options.adapters.size(); ++k) {
+        const auto& [dir, scale] = options.adapters[k];
+        if (!std::isfinite(scale))
+            throw Error(ErrorCode::invalid_argument, "adapter " + dir + ": scale is not finite");
+        const std::string config_path = io::join_path(dir, "adapter_config.json");
+        if (!io::file_exists(config_path))
+            throw Error(ErrorCode::io, "missing adapter_config.json in " + dir);
+        io::Json config = io::read_json_file(config_path);
+        if (!config.is_object()) throw Error(ErrorCode::format, config_path + " is not an object");
+        adapter_sets.push_back(io::open_adapter_weights(dir));
+        const std::string prefix = "adapter." + std::to_string(k) + ".";
+        for (const auto& [name, t] : adapter_sets.back().tensors()) {
+            io::NativeTensor nt;
+            nt.name = prefix + name;
+            nt.dtype = t.dtype;
+            nt.shape = t.shape;
+            nt.nbytes = t.nbytes;
+            nt.data = t.data;
+            tensors.push_back(std::move(nt));
+        }
+        std::string name = dir;
+        while (name.size() > 1 && name.back() == '/') name.pop_back();
+        name = name.substr(name.find_last_of('/') == std::string::npos ? 0
+                                                                        : name.find_last_of('/') + 1);
+        adapters.push_back({{"name", name}, {"scale", scale}, {"config", config},
+                            {"prefix", prefix}});
+    }
+
     io::NativeWriteOptions wo;
+    wo.adapters = adapters;
     wo.zstd_level = options.zstd_level;
     wo.n_threads = options.n_threads > 0 ? options.n_threads : ThreadPool::default_threads();
     wo.progress = options.progress;

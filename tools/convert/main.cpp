@@ -1,7 +1,8 @@
-// stackllama-convert: a Hugging Face directory (plus LoRA adapters merged in) to one native file.
+// stackllama-convert: a Hugging Face directory (plus LoRA adapters, merged in or kept) to one
+// native file.
 //
 //   stackllama-convert IN_DIR OUT_FILE [--type f32|f16|bf16|q8|q4] [--lora DIR]...
-//                      [--lora-scaled DIR S]... [--zstd [LEVEL]] [-t N] [-q]
+//                      [--lora-scaled DIR S]... [--keep-lora] [--zstd [LEVEL]] [-t N] [-q]
 //
 // Exit status: 0 written; 2 bad arguments; 3 the input could not be read or is malformed;
 // 4 the input asks for something unsupported; 5 the output could not be written; 1 other.
@@ -28,6 +29,8 @@ const char* kUsage =
     "                      f32 first, then the result is converted\n"
     "  --lora DIR          merge a PEFT LoRA adapter into the weights (repeatable)\n"
     "  --lora-scaled DIR S merge an adapter with its scale multiplied by S (repeatable)\n"
+    "  --keep-lora         store the adapters unmerged, with their scales, instead of merging\n"
+    "                      them (loaded back by bundled_adapters(); the CLI attaches them)\n"
     "  --zstd [LEVEL]      compress tensor data with zstd (default level 3) for distribution\n"
     "  -t, --threads N     threads (default: all cores)\n"
     "  -q, --quiet         no progress bar\n"
@@ -40,6 +43,7 @@ struct Args {
     bool convert = false;
     stackllama::DType type = stackllama::DType::f16;
     std::vector<std::pair<std::string, float>> loras;
+    bool keep_lora = false;
     int zstd = 0;
     int threads = 0;
     bool quiet = false;
@@ -68,6 +72,8 @@ Args parse(int argc, char** argv) {
             float f = std::strtof(v.c_str(), &end);
             if (end == v.c_str() || *end) throw std::invalid_argument("--lora-scaled needs a number, got " + v);
             a.loras.push_back({dir, f});
+        } else if (s == "--keep-lora") {
+            a.keep_lora = true;
         } else if (s == "--zstd") {
             a.zstd = 3;
             if (i + 1 < argc && argv[i + 1][0] >= '0' && argv[i + 1][0] <= '9') {
@@ -123,13 +129,18 @@ int main(int argc, char** argv) {
         mp.load_tokenizer = access((a.in + "/tokenizer.model").c_str(), R_OK) == 0 ||
                             access(a.in.c_str(), F_OK) != 0;
         auto model = stackllama::Model::load(a.in, mp);
+        stackllama::NativeSaveOptions o;
         if (!a.loras.empty()) {
+            // Loaded here either way, so an adapter for another model is refused before writing.
             std::vector<stackllama::AdapterRef> refs;
             for (const auto& [dir, s] : a.loras)
                 refs.push_back({stackllama::Adapter::load(model, dir), s});
-            model = stackllama::merge_adapters(model, refs);
+            if (a.keep_lora) {
+                o.adapters = a.loras;
+            } else {
+                model = stackllama::merge_adapters(model, refs);
+            }
         }
-        stackllama::NativeSaveOptions o;
         o.convert = a.convert;
         o.type = a.type;
         o.zstd_level = a.zstd;
