@@ -268,7 +268,9 @@ def main() -> int:
     seeds_model_config(tmp, configs)
     seeds_adapter_config(tmp)
     seeds_tokenizer_config(tmp, tok_configs)
-    (tmp / "native_file").mkdir(exist_ok=True)  # the target writes its own seeds (see its source)
+    # These targets write their own seeds into the folder (see their sources); it must exist.
+    (tmp / "native_file").mkdir(exist_ok=True)
+    (tmp / "kv_session").mkdir(exist_ok=True)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     for sub in sorted(out.iterdir()):
