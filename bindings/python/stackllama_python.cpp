@@ -682,7 +682,7 @@ Immutable after load: share one Model between any number of Generators on any th
              "verbose"_a = sl::ModelParams{}.verbose,
              "verify_checksums"_a = sl::ModelParams{}.verify_checksums,
              "quantize"_a = py::none(),
-             "Loads a model. n_threads=0 uses every hardware thread. quantize='q8' or 'q4' (or "
+             "Loads a model. n_threads=0 uses every physical core. quantize='q8' or 'q4' (or "
              "'f16', 'bf16', 'f32') converts the weights at load. The GIL is released while "
              "loading.")
         .def_property_readonly("path", [](const PyModel& m) { return m.model->path(); })

@@ -198,7 +198,7 @@ std::string usage(const std::string& program) {
            "                        (stackllama-convert --keep-lora; applied by default)\n"
            "      --quantize T      convert the weights at load: q8 (8.5 bits per weight),\n"
            "                        q4 (4.5 bits), or f16, bf16, f32 (default: as stored)\n"
-           "  -t, --threads N       threads (default: all cores)\n"
+           "  -t, --threads N       threads (default: the physical cores)\n"
            "  -c, --ctx-size N      context length (default: the model's maximum)\n"
            "  -v, --verbose         print load and speed figures on stderr\n"
            "  -h, --help            this text\n"

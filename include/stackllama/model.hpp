@@ -49,7 +49,7 @@ struct ModelConfig {
 };
 
 struct ModelParams {
-    int n_threads = 0;             // 0 = all hardware threads
+    int n_threads = 0;             // 0 = the physical cores this process may run on
     bool load_tokenizer = true;    // false: weights only (the tokenizer files may be absent)
     bool verbose = false;          // load log on stderr
     bool verify_checksums = true;  // native files: check every tensor's XXH64 at load

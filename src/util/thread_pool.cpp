@@ -1,12 +1,47 @@
 #include "util/thread_pool.hpp"
 
+#include <sched.h>
+
 #include <algorithm>
+#include <fstream>
+#include <set>
+#include <string>
+#include <utility>
 
 namespace stackllama {
 
+namespace {
+
+// Physical cores among the CPUs this process may run on: distinct (package, core) pairs from
+// sysfs. Two hardware threads of one core share its vector units, so a second thread per core
+// adds contention, not arithmetic, to these kernels. 0 when the topology cannot be read.
+int physical_cores() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
+    std::set<std::pair<long, long>> cores;
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+        if (!CPU_ISSET(cpu, &set)) continue;
+        const std::string dir = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
+        long package = -1, core = -1;
+        std::ifstream(dir + "physical_package_id") >> package;
+        std::ifstream(dir + "core_id") >> core;
+        if (package < 0 || core < 0) return 0;
+        cores.insert({package, core});
+    }
+    return static_cast<int>(cores.size());
+}
+
+}  // namespace
+
 int ThreadPool::default_threads() {
-    unsigned n = std::thread::hardware_concurrency();
-    return n == 0 ? 1 : static_cast<int>(n);
+    static const int n = [] {
+        const int cores = physical_cores();
+        if (cores > 0) return cores;
+        const unsigned logical = std::thread::hardware_concurrency();
+        return logical == 0 ? 1 : static_cast<int>(logical);
+    }();
+    return n;
 }
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {

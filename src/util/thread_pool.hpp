@@ -27,6 +27,7 @@ public:
     // Splits [0, n) into contiguous ranges, at least `grain` long, one or a few per thread.
     void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn);
 
+    // Physical cores this process may run on (hardware threads when the topology is unknown).
     static int default_threads();
 
 private:

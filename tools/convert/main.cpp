@@ -32,7 +32,7 @@ const char* kUsage =
     "  --keep-lora         store the adapters unmerged, with their scales, instead of merging\n"
     "                      them (loaded back by bundled_adapters(); the CLI attaches them)\n"
     "  --zstd [LEVEL]      compress tensor data with zstd (default level 3) for distribution\n"
-    "  -t, --threads N     threads (default: all cores)\n"
+    "  -t, --threads N     threads (default: the physical cores)\n"
     "  -q, --quiet         no progress bar\n"
     "\n"
     "Exit status: 0 written, 2 bad arguments, 3 unreadable or malformed input, 4 unsupported\n"

@@ -129,7 +129,7 @@ typedef struct stackllama_result stackllama_result;       /* the outcome of one 
 
 typedef struct stackllama_model_params {
     uint32_t struct_size;     /* sizeof(stackllama_model_params) of the caller, set by _init */
-    int32_t n_threads;        /* 0 = all hardware threads */
+    int32_t n_threads;        /* 0 = the physical cores the process may run on */
     int32_t load_tokenizer;   /* 1 (default): load the tokenizer when present; 0 = weights only */
     int32_t verbose;          /* 0 (default); 1 = load log on stderr */
     int32_t verify_checksums; /* 1 (default): native files check every tensor's hash at load */
