@@ -19,6 +19,7 @@
 #include <cblas.h>
 
 #include "bandwidth.hpp"
+#include "bench_args.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/isa.hpp"
 #include "kernels/kernels.hpp"
@@ -37,18 +38,6 @@ struct Options {
     bool quick = false;
     std::vector<std::string> isas, types, skip, models;
 };
-
-std::vector<std::string> split(const std::string& s) {
-    std::vector<std::string> out;
-    size_t a = 0;
-    while (a <= s.size()) {
-        size_t b = s.find(',', a);
-        if (b == std::string::npos) b = s.size();
-        if (b > a) out.push_back(s.substr(a, b - a));
-        a = b + 1;
-    }
-    return out;
-}
 
 bool has(const std::vector<std::string>& v, const std::string& s) {
     return std::find(v.begin(), v.end(), s) != v.end();
@@ -342,10 +331,10 @@ int main(int argc, char** argv) {
         };
         if (a == "-t") o.threads = std::max(1, std::atoi(next().c_str()));
         else if (a == "-r") o.reps = std::max(1, std::atoi(next().c_str()));
-        else if (a == "--isa") o.isas = split(next());
-        else if (a == "--type") o.types = split(next());
-        else if (a == "--skip") o.skip = split(next());
-        else if (a == "--model") o.models = split(next());
+        else if (a == "--isa") o.isas = stackllama_bench::split_list(next());
+        else if (a == "--type") o.types = stackllama_bench::split_list(next());
+        else if (a == "--skip") o.skip = stackllama_bench::split_list(next());
+        else if (a == "--model") o.models = stackllama_bench::split_list(next());
         else if (a == "--quick") o.quick = true;
         else {
             std::fprintf(stderr,

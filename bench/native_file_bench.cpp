@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_args.hpp"
 #include "random_model.hpp"
 #include "stackllama/stackllama.hpp"
 
@@ -77,17 +78,6 @@ struct Args {
     bool keep = false;
 };
 
-std::vector<std::string> split(const std::string& s) {
-    std::vector<std::string> out;
-    size_t a = 0;
-    while (a <= s.size()) {
-        const size_t b = std::min(s.find(',', a), s.size());
-        if (b > a) out.push_back(s.substr(a, b - a));
-        a = b + 1;
-    }
-    return out;
-}
-
 Args parse(int argc, char** argv) {
     Args a;
     for (int i = 1; i < argc; ++i) {
@@ -98,7 +88,7 @@ Args parse(int argc, char** argv) {
         };
         if (s == "-m") a.model = next();
         else if (s == "--shape") a.shape = next();
-        else if (s == "--types") a.types = split(next());
+        else if (s == "--types") a.types = stackllama_bench::split_list(next());
         else if (s == "--zstd") a.zstd = std::atoi(next().c_str());
         else if (s == "-t") a.threads = std::atoi(next().c_str());
         else if (s == "-r") a.reps = std::max(1, std::atoi(next().c_str()));

@@ -28,6 +28,7 @@
 
 #include "adapter/adapter_impl.hpp"
 #include "bandwidth.hpp"
+#include "bench_args.hpp"
 #include "random_model.hpp"
 #include "kernels/isa.hpp"
 #include "kernels/kernels.hpp"
@@ -115,18 +116,6 @@ int positive_int(const std::string& flag, const std::string& v) {
     return int(n);
 }
 
-std::vector<std::string> split(const std::string& s) {
-    std::vector<std::string> out;
-    size_t a = 0;
-    while (a <= s.size()) {
-        size_t b = s.find(',', a);
-        if (b == std::string::npos) b = s.size();
-        out.push_back(s.substr(a, b - a));
-        a = b + 1;
-    }
-    return out;
-}
-
 Options parse_args(int argc, char** argv) {
     Options o;
     std::string type_list;
@@ -173,7 +162,7 @@ Options parse_args(int argc, char** argv) {
     if (type_list.empty()) {
         o.types.push_back(o.shape ? std::optional<WeightType>(WeightType::q4) : std::nullopt);
     } else {
-        for (const std::string& name : split(type_list)) {
+        for (const std::string& name : stackllama_bench::split_list(type_list)) {
             DType t;
             if (!parse_dtype_name(name, &t))
                 bad_argument("--type takes f32, f16, bf16, q8, q4 (comma-separated), got '" +

@@ -21,26 +21,6 @@ std::shared_ptr<const stackllama::Model> load(const std::string& p, bool tok = f
     return stackllama::Model::load(p, mp);
 }
 
-std::vector<float> all_logits(const std::shared_ptr<const stackllama::Model>& m,
-                              const std::vector<int32_t>& ids) {
-    stackllama::Generator g(m);
-    auto lv = g.eval(ids, true);
-    std::vector<float> out(lv.data, lv.data + lv.rows * lv.n_vocab);
-    // and decode path for the last few tokens
-    g.reset();
-    for (int32_t id : ids) {
-        auto r = g.eval({id});
-        out.insert(out.end(), r.data, r.data + r.n_vocab);
-    }
-    return out;
-}
-
-std::vector<int32_t> some_ids(int vocab) {
-    std::vector<int32_t> ids{1};
-    for (int i = 0; i < 23; ++i) ids.push_back((i * 37 + 11) % vocab);
-    return ids;
-}
-
 std::string error_of(const std::string& path) {
     try {
         load(path);

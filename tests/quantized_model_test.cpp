@@ -23,28 +23,6 @@ std::shared_ptr<const stackllama::Model> load(const std::string& p, std::optiona
     return stackllama::Model::load(p, mp);
 }
 
-// Prefill logits of every position, then decode logits of the same positions one by one.
-std::vector<float> all_logits(const std::shared_ptr<const stackllama::Model>& m,
-                              const std::vector<int32_t>& ids,
-                              const std::vector<stackllama::AdapterRef>& adapters = {}) {
-    stackllama::Generator g(m);
-    for (const auto& a : adapters) g.attach(a.adapter, a.scale);
-    auto lv = g.eval(ids, true);
-    std::vector<float> out(lv.data, lv.data + lv.rows * lv.n_vocab);
-    g.reset();
-    for (int32_t id : ids) {
-        auto r = g.eval({id});
-        out.insert(out.end(), r.data, r.data + r.n_vocab);
-    }
-    return out;
-}
-
-std::vector<int32_t> some_ids(int vocab) {
-    std::vector<int32_t> ids{1};
-    for (int i = 0; i < 23; ++i) ids.push_back((i * 37 + 11) % vocab);
-    return ids;
-}
-
 // RMS(a - b) / RMS(b): the logits' error relative to their spread.
 double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
     REQUIRE(a.size() == b.size());
@@ -54,14 +32,6 @@ double relative_error(const std::vector<float>& a, const std::vector<float>& b) 
         ss += double(b[i]) * b[i];
     }
     return std::sqrt(se / ss);
-}
-
-std::vector<int32_t> read_ids(const std::string& path) {
-    std::istringstream in(read_file(path));
-    std::vector<int32_t> ids;
-    int32_t v;
-    while (in >> v) ids.push_back(v);
-    return ids;
 }
 
 // KL(p || q) of the softmaxes of two logit rows.

@@ -10,18 +10,6 @@
 
 using namespace testing_support;
 
-namespace {
-
-std::vector<int32_t> read_ids(const std::string& path) {
-    std::istringstream in(read_file(path));
-    std::vector<int32_t> ids;
-    int32_t v;
-    while (in >> v) ids.push_back(v);
-    return ids;
-}
-
-}  // namespace
-
 TEST_CASE("stories260K: greedy 200 tokens and logits match llama2.c") {
     const std::string data = shared_data_or_skip("stories260K golden output");
     if (data.empty()) return;

@@ -13,6 +13,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "stackllama/generator.hpp"
+
 namespace fs = std::filesystem;
 
 namespace testing_support {
@@ -118,6 +120,35 @@ ProcessResult run_process(const std::vector<std::string>& argv) {
     close(o);
     close(e);
     return r;
+}
+
+std::vector<float> all_logits(const std::shared_ptr<const stackllama::Model>& m,
+                              const std::vector<int32_t>& ids,
+                              const std::vector<stackllama::AdapterRef>& adapters) {
+    stackllama::Generator g(m);
+    for (const auto& a : adapters) g.attach(a.adapter, a.scale);
+    auto lv = g.eval(ids, true);
+    std::vector<float> out(lv.data, lv.data + lv.rows * lv.n_vocab);
+    g.reset();
+    for (int32_t id : ids) {
+        auto r = g.eval({id});
+        out.insert(out.end(), r.data, r.data + r.n_vocab);
+    }
+    return out;
+}
+
+std::vector<int32_t> some_ids(int vocab) {
+    std::vector<int32_t> ids{1};
+    for (int i = 0; i < 23; ++i) ids.push_back((i * 37 + 11) % vocab);
+    return ids;
+}
+
+std::vector<int32_t> read_ids(const std::string& path) {
+    std::istringstream in(read_file(path));
+    std::vector<int32_t> ids;
+    int32_t v;
+    while (in >> v) ids.push_back(v);
+    return ids;
 }
 
 }  // namespace testing_support

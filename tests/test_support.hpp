@@ -3,8 +3,12 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "stackllama/adapter.hpp"
+#include "stackllama/model.hpp"
 
 namespace testing_support {
 
@@ -46,5 +50,15 @@ struct ProcessResult {
 };
 // Runs argv without a shell; captures stdout and stderr.
 ProcessResult run_process(const std::vector<std::string>& argv);
+
+// Logits of `ids` run as one prefill (every position), then of the same ids decoded one by one,
+// with `adapters` attached: both paths of the forward pass, concatenated.
+std::vector<float> all_logits(const std::shared_ptr<const stackllama::Model>& m,
+                              const std::vector<int32_t>& ids,
+                              const std::vector<stackllama::AdapterRef>& adapters = {});
+// BOS and 23 ids spread over [0, vocab).
+std::vector<int32_t> some_ids(int vocab);
+// Whitespace-separated ids from a text file (stories260K's expected_greedy_200_ids.txt).
+std::vector<int32_t> read_ids(const std::string& path);
 
 }  // namespace testing_support
