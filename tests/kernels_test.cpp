@@ -365,7 +365,7 @@ TEST_CASE("matmul_q: batch-invariant, every ISA, against the reference") {
             CAPTURE(weight_type_name(t));
             const size_t rows = 37, cols = 128, nb = cols / kQuantBlock;
             QuantMatrix w(t, rows, cols, rng);
-            for (size_t m : {1, 2, 3, 4, 5, 9}) {
+            for (size_t m : {1, 2, 3, 4, 5, 6, 7, 13}) {  // every tile width, and several tiles
                 CAPTURE(m);
                 auto x = random_vec(m * cols, rng);
                 std::vector<BlockQ8A> xq(m * nb);

@@ -284,18 +284,16 @@ void quantize_acts(const float* x, size_t n, BlockQ8A* xq) {
     }
 }
 
-// --- quantized: weights · activations -------------------------------------------------------------
+// --- quantized: one vector against G groups of 8 rows (decode) -----------------------------------
 //
 // Panels (kernels.hpp, PanelQ8) put 8 rows in the 8 int32 lanes of an AVX2 register: one 32-byte
 // load holds 4 levels of each row, the activations' matching 4 bytes are broadcast, and
 // maddubs/madd (AVX2) or dpbusd (VNNI) leave each row's partial dot product in its own lane. A
 // block then costs one conversion and one FMA for 8 rows, with the 8 row scales loaded as one
-// vector, and no horizontal sums. The weights of a block are loaded once for up to kTile vectors.
+// vector, and no horizontal sums.
 //
 // Every (row, vector) value is acc += float(dot_b) · (d_w · d_x) over blocks in order, whatever
 // the number of vectors or the row range, so matvec_q and matmul_q agree bit for bit.
-
-constexpr size_t kTile = 4;  // vectors per pass over a panel
 
 #ifndef SL_PREFETCH
 #define SL_PREFETCH 1024
@@ -323,161 +321,246 @@ inline __m256i bcast4(const BlockQ8A& x, size_t k) {
 }
 #endif
 
-// out[g·T + t][r] = Σ_b d_w[r] d_x[t] dot(row r of group g, x_t): G groups (panel streams p[g],
-// several streams keep more reads in flight), T vectors, 8 rows each.
-template <size_t G, size_t T>
+// out[g][r] = Σ_b d_w[r] d_x dot(row r of group g, x): G groups (panel streams p[g]; several
+// streams keep more reads in flight), 8 rows each, one vector xq [nb].
+template <size_t G>
 void groups_q4(const PanelQ4* const* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
 #if SL_AVX512 || SL_AVX2
-    __m256 acc[G * T];
-    for (size_t k = 0; k < G * T; ++k) acc[k] = _mm256_setzero_ps();
+    __m256 acc[G];
+    for (size_t g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     for (size_t b = 0; b < nb; ++b) {
+        const BlockQ8A& x = xq[b];
         // AVX-512: int32 sums (dpbusd). AVX2: int16 pairs, as 8 maddubs of levels ≤ 15 stay
         // below 8 · 2 · 15 · 127 < 2^15.
-        __m256i s[G * T];
-        for (size_t k = 0; k < G * T; ++k) s[k] = _mm256_setzero_si256();
+        __m256i s[G];
+        for (size_t g = 0; g < G; ++g) s[g] = _mm256_setzero_si256();
         for (size_t g = 0; g < G; ++g) prefetch_panel<sizeof(PanelQ4)>(p[g] + b);
         for (size_t c = 0; c < 4; ++c) {
+            const __m256i xlo = bcast4(x, 2 * c), xhi = bcast4(x, 2 * c + 1);
             for (size_t g = 0; g < G; ++g) {
                 const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[g][b].q + 32 * c));
                 const __m256i lo = _mm256_and_si256(v, m4);                         // elements 8c + j
                 const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);  // 8c + 4 + j
-                for (size_t t = 0; t < T; ++t) {
-                    const BlockQ8A& x = xq[t * nb + b];
-                    __m256i& acc_s = s[g * T + t];
 #if SL_AVX512
-                    acc_s = _mm256_dpbusd_epi32(acc_s, lo, bcast4(x, 2 * c));
-                    acc_s = _mm256_dpbusd_epi32(acc_s, hi, bcast4(x, 2 * c + 1));
+                s[g] = _mm256_dpbusd_epi32(s[g], lo, xlo);
+                s[g] = _mm256_dpbusd_epi32(s[g], hi, xhi);
 #else
-                    acc_s = _mm256_add_epi16(acc_s, _mm256_maddubs_epi16(lo, bcast4(x, 2 * c)));
-                    acc_s = _mm256_add_epi16(acc_s, _mm256_maddubs_epi16(hi, bcast4(x, 2 * c + 1)));
+                s[g] = _mm256_add_epi16(s[g], _mm256_maddubs_epi16(lo, xlo));
+                s[g] = _mm256_add_epi16(s[g], _mm256_maddubs_epi16(hi, xhi));
 #endif
-                }
             }
         }
         for (size_t g = 0; g < G; ++g) {
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[g][b].d)));
-            for (size_t t = 0; t < T; ++t) {
-                const BlockQ8A& x = xq[t * nb + b];
 #if SL_AVX512
-                __m256i dot = s[g * T + t];
+            __m256i dot = s[g];
 #else
-                __m256i dot = _mm256_madd_epi16(s[g * T + t], _mm256_set1_epi16(1));
+            __m256i dot = _mm256_madd_epi16(s[g], _mm256_set1_epi16(1));
 #endif
-                // Levels are stored as l + 8: take 8 · Σ q_x back off.
-                dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(8 * x.sum));
-                acc[g * T + t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot),
-                                                 _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[g * T + t]);
-            }
+            // Levels are stored as l + 8: take 8 · Σ q_x back off.
+            dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(8 * x.sum));
+            acc[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[g]);
         }
     }
-    for (size_t k = 0; k < G * T; ++k) _mm256_storeu_ps(out[k], acc[k]);
+    for (size_t g = 0; g < G; ++g) _mm256_storeu_ps(out[g], acc[g]);
 #else
     for (size_t g = 0; g < G; ++g) {
-        for (size_t t = 0; t < T; ++t) {
-            float* o = out[g * T + t];
-            for (size_t r = 0; r < kQuantRows; ++r) o[r] = 0.0f;
-            for (size_t b = 0; b < nb; ++b) {
-                const PanelQ4& pan = p[g][b];
-                const BlockQ8A& x = xq[t * nb + b];
-                for (size_t r = 0; r < kQuantRows; ++r) {
-                    int32_t dot = 0;
-                    for (size_t c = 0; c < 4; ++c) {
-                        for (size_t j = 0; j < 4; ++j) {
-                            const uint8_t v = pan.q[32 * c + 4 * r + j];
-                            dot += int32_t(v & 15) * x.q[8 * c + j] + int32_t(v >> 4) * x.q[8 * c + 4 + j];
-                        }
+        float* o = out[g];
+        for (size_t r = 0; r < kQuantRows; ++r) o[r] = 0.0f;
+        for (size_t b = 0; b < nb; ++b) {
+            const PanelQ4& pan = p[g][b];
+            const BlockQ8A& x = xq[b];
+            for (size_t r = 0; r < kQuantRows; ++r) {
+                int32_t dot = 0;
+                for (size_t c = 0; c < 4; ++c) {
+                    for (size_t j = 0; j < 4; ++j) {
+                        const uint8_t v = pan.q[32 * c + 4 * r + j];
+                        dot += int32_t(v & 15) * x.q[8 * c + j] + int32_t(v >> 4) * x.q[8 * c + 4 + j];
                     }
-                    dot -= 8 * x.sum;
-                    o[r] += float(dot) * (scalar_f16(pan.d[r]) * x.d);
                 }
+                dot -= 8 * x.sum;
+                o[r] += float(dot) * (scalar_f16(pan.d[r]) * x.d);
             }
         }
     }
 #endif
 }
 
-template <size_t G, size_t T>
+template <size_t G>
 void groups_q8(const PanelQ8* const* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
 #if SL_AVX512 || SL_AVX2
-    __m256 acc[G * T];
-    for (size_t k = 0; k < G * T; ++k) acc[k] = _mm256_setzero_ps();
+    __m256 acc[G];
+    for (size_t g = 0; g < G; ++g) acc[g] = _mm256_setzero_ps();
 #if SL_AVX512
     // dpbusd wants unsigned by signed bytes: (x + 128, the sign bit flipped) times w, less
-    // 128 · Σ w, which is the same for every vector.
+    // 128 · Σ w.
     const __m256i flip = _mm256_set1_epi8(int8_t(0x80));
 #endif
     for (size_t b = 0; b < nb; ++b) {
-        __m256i s[G * T];  // int32 sums, one lane per row
-        for (size_t k = 0; k < G * T; ++k) s[k] = _mm256_setzero_si256();
+        const BlockQ8A& x = xq[b];
+        __m256i s[G];  // int32 sums, one lane per row
+        for (size_t g = 0; g < G; ++g) s[g] = _mm256_setzero_si256();
         for (size_t g = 0; g < G; ++g) prefetch_panel<sizeof(PanelQ8)>(p[g] + b);
 #if SL_AVX512
         __m256i sum_w[G];
         for (size_t g = 0; g < G; ++g) sum_w[g] = _mm256_setzero_si256();
-#else
-        __m256i xs[T][8], ax[T][8];  // x's 4-byte groups broadcast, and their magnitudes
-        for (size_t t = 0; t < T; ++t) {
-            for (size_t c = 0; c < 8; ++c) {
-                xs[t][c] = bcast4(xq[t * nb + b], c);
-                ax[t][c] = _mm256_sign_epi8(xs[t][c], xs[t][c]);
-            }
-        }
 #endif
         for (size_t c = 0; c < 8; ++c) {
+            const __m256i xs = bcast4(x, c);
+#if SL_AVX512
+            const __m256i xu = _mm256_xor_si256(xs, flip);
+#else
+            // |x| times w with x's sign: |x| is the same for the 8 rows of every group, so it is
+            // taken once per chunk, not once per panel.
+            const __m256i ax = _mm256_sign_epi8(xs, xs);
+#endif
             for (size_t g = 0; g < G; ++g) {
                 const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[g][b].q + 32 * c));
 #if SL_AVX512
                 sum_w[g] = _mm256_dpbusd_epi32(sum_w[g], flip, w);
-                for (size_t t = 0; t < T; ++t) {
-                    s[g * T + t] = _mm256_dpbusd_epi32(
-                        s[g * T + t], _mm256_xor_si256(bcast4(xq[t * nb + b], c), flip), w);
-                }
+                s[g] = _mm256_dpbusd_epi32(s[g], xu, w);
 #else
-                // |x| times w with x's sign: |x| is the same for the 8 rows of every group, so it
-                // is taken once per vector and block, not once per panel. A pair of products is
-                // up to 2 · 127 · 127 (levels are in [-127, 127]), so each maddubs result is
-                // widened to int32 before adding.
-                for (size_t t = 0; t < T; ++t) {
-                    const __m256i sw = _mm256_sign_epi8(w, xs[t][c]);
-                    s[g * T + t] = _mm256_add_epi32(
-                        s[g * T + t],
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(ax[t][c], sw), _mm256_set1_epi16(1)));
-                }
+                // A pair of products is up to 2 · 127 · 127 (levels are in [-127, 127]), so each
+                // maddubs result is widened to int32 before adding.
+                s[g] = _mm256_add_epi32(s[g], _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(w, xs)),
+                                                                _mm256_set1_epi16(1)));
 #endif
             }
         }
         for (size_t g = 0; g < G; ++g) {
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[g][b].d)));
-            for (size_t t = 0; t < T; ++t) {
-                const BlockQ8A& x = xq[t * nb + b];
 #if SL_AVX512
-                const __m256i dot = _mm256_sub_epi32(s[g * T + t], sum_w[g]);
+            const __m256i dot = _mm256_sub_epi32(s[g], sum_w[g]);
 #else
-                const __m256i dot = s[g * T + t];
+            const __m256i dot = s[g];
 #endif
-                acc[g * T + t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot),
-                                                 _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[g * T + t]);
+            acc[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[g]);
+        }
+    }
+    for (size_t g = 0; g < G; ++g) _mm256_storeu_ps(out[g], acc[g]);
+#else
+    for (size_t g = 0; g < G; ++g) {
+        float* o = out[g];
+        for (size_t r = 0; r < kQuantRows; ++r) o[r] = 0.0f;
+        for (size_t b = 0; b < nb; ++b) {
+            const PanelQ8& pan = p[g][b];
+            const BlockQ8A& x = xq[b];
+            for (size_t r = 0; r < kQuantRows; ++r) {
+                int32_t dot = 0;
+                for (size_t c = 0; c < 8; ++c)
+                    for (size_t j = 0; j < 4; ++j) dot += int32_t(pan.q[32 * c + 4 * r + j]) * x.q[4 * c + j];
+                o[r] += float(dot) * (scalar_f16(pan.d[r]) * x.d);
             }
         }
     }
-    for (size_t k = 0; k < G * T; ++k) _mm256_storeu_ps(out[k], acc[k]);
+#endif
+}
+
+// --- quantized: one group of 8 rows against T vectors (prefill, batched decode) ------------------
+
+// Vectors per pass over a panel: the 6 block sums, a chunk of weights, |w| and the constants fit
+// the 16 AVX2 registers (at 8 the q8 kernel spills, 10 % slower; q4 gains nothing from 8).
+constexpr size_t kTile = 6;
+//
+// The 32 bytes of a panel chunk are loaded once for T vectors. Per vector and chunk only the
+// activation bytes are broadcast (a load) and multiplied in: the sums of a block stay in T
+// registers and the float accumulators live in `out` (L1), so nothing spills whatever T.
+// q8 multiplies |w| by x with w's sign, |w| being taken once per chunk for all T vectors (the
+// unsigned-by-signed byte product wants one operand non-negative); the integer sums are those
+// of groups_q8, so every value is bit-identical to the one-vector kernel's.
+
+// out[t][r] = Σ_b d_w[r] d_x[t] dot(row r, x_t) for T vectors x_t = xq + t·nb.
+template <size_t T>
+void tile_q8(const PanelQ8* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
+#if SL_AVX512 || SL_AVX2
+    for (size_t t = 0; t < T; ++t) _mm256_storeu_ps(out[t], _mm256_setzero_ps());
+#if SL_AVX2
+    const __m256i ones = _mm256_set1_epi16(1);
+#endif
+    for (size_t b = 0; b < nb; ++b) {
+        __m256i s[T];
+        for (size_t t = 0; t < T; ++t) s[t] = _mm256_setzero_si256();
+        prefetch_panel<sizeof(PanelQ8)>(p + b);
+        // Not unrolled: unrolled, GCC sums the products as a tree and spills them.
+#pragma GCC unroll 1
+        for (size_t c = 0; c < 8; ++c) {
+            const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[b].q + 32 * c));
+            const __m256i aw = _mm256_sign_epi8(w, w);
+            for (size_t t = 0; t < T; ++t) {
+                const __m256i sx = _mm256_sign_epi8(bcast4(xq[t * nb + b], c), w);
+#if SL_AVX512
+                s[t] = _mm256_dpbusd_epi32(s[t], aw, sx);
 #else
-    for (size_t g = 0; g < G; ++g) {
-        for (size_t t = 0; t < T; ++t) {
-            float* o = out[g * T + t];
-            for (size_t r = 0; r < kQuantRows; ++r) o[r] = 0.0f;
-            for (size_t b = 0; b < nb; ++b) {
-                const PanelQ8& pan = p[g][b];
-                const BlockQ8A& x = xq[t * nb + b];
-                for (size_t r = 0; r < kQuantRows; ++r) {
-                    int32_t dot = 0;
-                    for (size_t c = 0; c < 8; ++c)
-                        for (size_t j = 0; j < 4; ++j)
-                            dot += int32_t(pan.q[32 * c + 4 * r + j]) * x.q[4 * c + j];
-                    o[r] += float(dot) * (scalar_f16(pan.d[r]) * x.d);
-                }
+                // A pair of products is at most 2 · 127 · 127: one maddubs cannot saturate, two
+                // added in int16 could, so each is widened to int32 first.
+                s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones));
+#endif
             }
         }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[b].d)));
+        for (size_t t = 0; t < T; ++t) {
+            const __m256 acc = _mm256_loadu_ps(out[t]);
+            _mm256_storeu_ps(out[t], _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]),
+                                                     _mm256_mul_ps(dw, _mm256_set1_ps(xq[t * nb + b].d)),
+                                                     acc));
+        }
+    }
+#else
+    for (size_t t = 0; t < T; ++t) {
+        const PanelQ8* g = p;
+        groups_q8<1>(&g, nb, xq + t * nb, out + t);
+    }
+#endif
+}
+
+template <size_t T>
+void tile_q4(const PanelQ4* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
+#if SL_AVX512 || SL_AVX2
+    for (size_t t = 0; t < T; ++t) _mm256_storeu_ps(out[t], _mm256_setzero_ps());
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (size_t b = 0; b < nb; ++b) {
+        // AVX-512: int32 sums (dpbusd). AVX2: int16 pairs, as 8 maddubs of levels ≤ 15 stay
+        // below 8 · 2 · 15 · 127 < 2^15.
+        __m256i s[T];
+        for (size_t t = 0; t < T; ++t) s[t] = _mm256_setzero_si256();
+        prefetch_panel<sizeof(PanelQ4)>(p + b);
+        // Not unrolled: unrolled, GCC sums the products as a tree and spills them.
+#pragma GCC unroll 1
+        for (size_t c = 0; c < 4; ++c) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[b].q + 32 * c));
+            const __m256i lo = _mm256_and_si256(v, m4);                         // elements 8c + j
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);  // 8c + 4 + j
+            for (size_t t = 0; t < T; ++t) {
+                const BlockQ8A& x = xq[t * nb + b];
+#if SL_AVX512
+                s[t] = _mm256_dpbusd_epi32(s[t], lo, bcast4(x, 2 * c));
+                s[t] = _mm256_dpbusd_epi32(s[t], hi, bcast4(x, 2 * c + 1));
+#else
+                s[t] = _mm256_add_epi16(s[t], _mm256_maddubs_epi16(lo, bcast4(x, 2 * c)));
+                s[t] = _mm256_add_epi16(s[t], _mm256_maddubs_epi16(hi, bcast4(x, 2 * c + 1)));
+#endif
+            }
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[b].d)));
+        for (size_t t = 0; t < T; ++t) {
+            const BlockQ8A& x = xq[t * nb + b];
+#if SL_AVX512
+            __m256i dot = s[t];
+#else
+            __m256i dot = _mm256_madd_epi16(s[t], _mm256_set1_epi16(1));
+#endif
+            // Levels are stored as l + 8: take 8 · Σ q_x back off.
+            dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(8 * x.sum));
+            const __m256 acc = _mm256_loadu_ps(out[t]);
+            _mm256_storeu_ps(out[t], _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot),
+                                                     _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc));
+        }
+    }
+#else
+    for (size_t t = 0; t < T; ++t) {
+        const PanelQ4* g = p;
+        groups_q4<1>(&g, nb, xq + t * nb, out + t);
     }
 #endif
 }
@@ -532,18 +615,26 @@ float row_q4(const BlockQ4* w, size_t nb, const BlockQ8A* xq) {
 struct KernQ4 {
     using Panel = PanelQ4;
     using Block = BlockQ4;
-    template <size_t G, size_t T>
+    template <size_t G>
     static void groups(const Panel* const* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
-        groups_q4<G, T>(p, nb, xq, out);
+        groups_q4<G>(p, nb, xq, out);
+    }
+    template <size_t T>
+    static void tile(const Panel* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
+        tile_q4<T>(p, nb, xq, out);
     }
     static float row(const Block* w, size_t nb, const BlockQ8A* xq) { return row_q4(w, nb, xq); }
 };
 struct KernQ8 {
     using Panel = PanelQ8;
     using Block = BlockQ8;
-    template <size_t G, size_t T>
+    template <size_t G>
     static void groups(const Panel* const* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
-        groups_q8<G, T>(p, nb, xq, out);
+        groups_q8<G>(p, nb, xq, out);
+    }
+    template <size_t T>
+    static void tile(const Panel* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
+        tile_q8<T>(p, nb, xq, out);
     }
     static float row(const Block* w, size_t nb, const BlockQ8A* xq) { return row_q8(w, nb, xq); }
 };
@@ -553,10 +644,12 @@ template <class K>
 void group_tile(const typename K::Panel* p, size_t nb, const BlockQ8A* xq, size_t n,
                 float (*out)[kQuantRows]) {
     switch (n) {
-        case 4: K::template groups<1, 4>(&p, nb, xq, out); break;
-        case 3: K::template groups<1, 3>(&p, nb, xq, out); break;
-        case 2: K::template groups<1, 2>(&p, nb, xq, out); break;
-        default: K::template groups<1, 1>(&p, nb, xq, out); break;
+        case 6: K::template tile<6>(p, nb, xq, out); break;
+        case 5: K::template tile<5>(p, nb, xq, out); break;
+        case 4: K::template tile<4>(p, nb, xq, out); break;
+        case 3: K::template tile<3>(p, nb, xq, out); break;
+        case 2: K::template tile<2>(p, nb, xq, out); break;
+        default: K::template tile<1>(p, nb, xq, out); break;
     }
 }
 
@@ -608,10 +701,10 @@ void matmul_q_impl(const Matrix& w, const BlockQ8A* xq, size_t m, float* y, size
                     }
                     float out[4][kQuantRows];
                     switch (k) {
-                        case 4: K::template groups<4, 1>(p, nb, xq, out); break;
-                        case 3: K::template groups<3, 1>(p, nb, xq, out); break;
-                        case 2: K::template groups<2, 1>(p, nb, xq, out); break;
-                        default: K::template groups<1, 1>(p, nb, xq, out); break;
+                        case 4: K::template groups<4>(p, nb, xq, out); break;
+                        case 3: K::template groups<3>(p, nb, xq, out); break;
+                        case 2: K::template groups<2>(p, nb, xq, out); break;
+                        default: K::template groups<1>(p, nb, xq, out); break;
                     }
                     for (size_t j = 0; j < k; ++j)
                         memcpy(y + gs[j] * kQuantRows, out[j], sizeof out[j]);
