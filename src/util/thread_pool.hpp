@@ -2,8 +2,11 @@
 // pool of n threads starts n-1 workers.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -31,20 +34,30 @@ public:
     static int default_threads();
 
 private:
+    // How long an idle worker, or the caller waiting for the last task, keeps polling before it
+    // sleeps: long enough to span the gaps between the operations of a decoded token.
+    static constexpr std::chrono::microseconds kSpin{2000};
+
     void worker_loop();
-    void work_on_current();
+    void work_on(uint64_t gen);
+    // Polls ready() (spinning, then yielding) for up to kSpin; false if it never held.
+    bool spin_until(const std::function<bool()>& ready) const;
 
     int n_threads_;
     std::vector<std::thread> workers_;
-    std::mutex mu_;
+    std::mutex mu_;  // only for sleeping and waking
     std::condition_variable start_cv_;
     std::condition_variable done_cv_;
-    const std::function<void(int)>* job_ = nullptr;
-    int n_tasks_ = 0;
-    int next_task_ = 0;
-    int tasks_done_ = 0;
-    unsigned generation_ = 0;
-    bool stop_ = false;
+    static constexpr int kMaxTasks = 0xffff;  // tasks per job in state_; run() slices above
+
+    // The current job, written by run() before the generation in state_ moves on.
+    std::atomic<const std::function<void(int)>*> job_{nullptr};
+    // generation << 32 | task count << 16 | next task to claim: one word, so that a claim checks
+    // all three at once.
+    std::atomic<uint64_t> state_{0};
+    std::atomic<int> tasks_done_{0};
+    std::atomic<int> sleepers_{0};
+    std::atomic<bool> stop_{false};
 };
 
 }  // namespace stackllama
