@@ -188,17 +188,6 @@ TEST_CASE("attend: softmax-weighted values") {
     CHECK(out[1] == doctest::Approx(w1));
 }
 
-TEST_CASE("ThreadPool covers every index once") {
-    ThreadPool pool(3);
-    std::vector<int> hits(1000, 0);
-    for (int rep = 0; rep < 50; ++rep) {
-        pool.parallel_for(1000, 7, [&](size_t a, size_t b) {
-            for (size_t i = a; i < b; ++i) hits[i]++;
-        });
-    }
-    for (int h : hits) CHECK(h == 50);
-}
-
 // --- quantized weights (q8, q4) ---------------------------------------------------------------------
 //
 // Tolerances. The ISA tables compute Σ_b d_w[b]·d_x[b]·dot_b with dot_b an exact integer; only the
