@@ -117,6 +117,12 @@ struct KernelTable {
     // and the range (batch-invariant); the weights are read once for all m vectors.
     void (*matmul_q)(const Matrix& w, const BlockQ8A* xq, size_t m, float* y, size_t ldy,
                      size_t r0, size_t r1);
+
+    // Causal attention of one query head over n_kv cached positions:
+    //   out[d] = Σ_t softmax_t(scale · q·k_t) v_t[d]   q [head_dim], k_t = k + t·stride, v likewise
+    // `scores` is scratch of n_kv floats. Deterministic: the same inputs give the same bits.
+    void (*attend)(const float* q, const float* k, const float* v, size_t n_kv, size_t stride,
+                   size_t head_dim, float scale, float* scores, float* out);
 };
 
 // Per-ISA tables (kernels_impl.cpp) and the plain-loop reference (reference.cpp).
@@ -140,11 +146,5 @@ uint16_t f32_to_bf16(float f);
 //   x[i]      = x[i] cos[i] - x[i + h] sin[i]
 //   x[i + h]  = x[i + h] cos[i] + x[i] sin[i]      for i < h = head_dim / 2
 void rope(float* x, size_t n_heads, size_t head_dim, const float* cos, const float* sin);
-
-// Causal attention of one query head over n_kv cached positions:
-//   out[d] = Σ_t softmax_t(scale · q·k_t) v_t[d]     q [head_dim], k_t = k + t·stride, v likewise
-// `scores` is scratch of n_kv floats.
-void attend(const KernelTable& kt, const float* q, const float* k, const float* v, size_t n_kv,
-            size_t stride, size_t head_dim, float scale, float* scores, float* out);
 
 }  // namespace stackllama::kernels

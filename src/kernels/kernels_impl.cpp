@@ -848,6 +848,32 @@ void rows_to_f32(const Matrix& w, size_t r0, size_t r1, float* out) {
     }
 }
 
+#if SL_AVX512 || SL_AVX2
+// e^x in 8 lanes: x = n·ln2 + r with |r| ≤ ln2/2, e^r by Cephes expf's degree-6 polynomial, 2^n
+// placed in the exponent bits; within 2 ulp of expf (tests/kernels_test.cpp). Inputs are clamped
+// to [-87.3, 88]: below, the result is the smallest normal rather than a subnormal or 0 (the
+// softmax and SiLU here lose nothing by it), above, e^88. NaN stays NaN.
+inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_set1_ps(88.0f), x);  // min/max return the second operand on NaN
+    x = _mm256_max_ps(_mm256_set1_ps(-87.33654475f), x);
+    // n = round(x / ln2), to nearest even as the default rounding mode converts.
+    const __m256i ni = _mm256_cvtps_epi32(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)));
+    const __m256 n = _mm256_cvtepi32_ps(ni);
+    // r = x - n·ln2, ln2 in two parts so that n·ln2_hi is exact.
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(ni, _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+#endif
+
 void axpy(float a, const float* x, float* y, size_t n) {
     size_t i = 0;
 #if SL_AVX512
@@ -869,12 +895,107 @@ void rmsnorm(const float* x, const float* w, float* y, size_t n, float eps) {
 }
 
 void silu_mul(float* g, const float* u, size_t n) {
-    for (size_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    size_t i = 0;
+#if SL_AVX512 || SL_AVX2
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = load8(g + i);
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), load8(u + i)));
+    }
+#endif
+    for (; i < n; ++i) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 void add(float* y, const float* x, size_t n) {
     for (size_t i = 0; i < n; ++i) y[i] += x[i];
 }
+
+#if SL_AVX512 || SL_AVX2
+// out[c .. c + 8W) = Σ_t p[t] · v_t[c .. c + 8W) · inv, the W accumulators in registers.
+template <size_t W>
+void attend_values(const float* p, const float* v, size_t n_kv, size_t stride, float inv, float* out) {
+    __m256 o[W];
+    for (size_t j = 0; j < W; ++j) o[j] = _mm256_setzero_ps();
+    for (size_t t = 0; t < n_kv; ++t) {
+        const __m256 pt = _mm256_set1_ps(p[t]);
+        const float* vt = v + t * stride;
+        for (size_t j = 0; j < W; ++j) o[j] = _mm256_fmadd_ps(pt, load8(vt + 8 * j), o[j]);
+    }
+    const __m256 vi = _mm256_set1_ps(inv);
+    for (size_t j = 0; j < W; ++j) _mm256_storeu_ps(out + 8 * j, _mm256_mul_ps(o[j], vi));
+}
+#endif
+
+// Attention of one query over n_kv cached positions (kernels.hpp, KernelTable::attend).
+void attend(const float* q, const float* k, const float* v, size_t n_kv, size_t stride,
+            size_t head_dim, float scale, float* scores, float* out) {
+#if SL_AVX512 || SL_AVX2
+    if (head_dim % 8 == 0) {
+        // Scores four positions at a time: four accumulators, reduced together by hadd.
+        size_t t = 0;
+        for (; t + 4 <= n_kv; t += 4) {
+            __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+            for (size_t i = 0; i < head_dim; i += 8) {
+                const __m256 qi = load8(q + i);
+                for (size_t j = 0; j < 4; ++j) a[j] = _mm256_fmadd_ps(qi, load8(k + (t + j) * stride + i), a[j]);
+            }
+            const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+            const __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            _mm_storeu_ps(scores + t, _mm_mul_ps(s, _mm_set1_ps(scale)));
+        }
+        for (; t < n_kv; ++t) scores[t] = dot_f32(q, k + t * stride, head_dim) * scale;
+
+        float max_score = -INFINITY;
+        for (t = 0; t < n_kv; ++t) max_score = scores[t] > max_score ? scores[t] : max_score;
+        const __m256 vmax = _mm256_set1_ps(max_score);
+        __m256 vsum = _mm256_setzero_ps();
+        for (t = 0; t + 8 <= n_kv; t += 8) {
+            const __m256 e = exp8(_mm256_sub_ps(load8(scores + t), vmax));
+            _mm256_storeu_ps(scores + t, e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        float sum = hsum(vsum);
+        if (t < n_kv) {  // the last n_kv % 8 through the same exp8, padded
+            float tail[8];
+            for (size_t j = 0; j < 8; ++j) tail[j] = t + j < n_kv ? scores[t + j] - max_score : -INFINITY;
+            _mm256_storeu_ps(tail, exp8(load8(tail)));
+            for (size_t j = 0; t + j < n_kv; ++j) {
+                scores[t + j] = tail[j];
+                sum += tail[j];
+            }
+        }
+        const float inv = 1.0f / sum;
+        for (size_t c = 0; c < head_dim; c += 64) {
+            switch ((head_dim - c >= 64 ? 64 : head_dim - c) / 8) {
+                case 8: attend_values<8>(scores, v + c, n_kv, stride, inv, out + c); break;
+                case 7: attend_values<7>(scores, v + c, n_kv, stride, inv, out + c); break;
+                case 6: attend_values<6>(scores, v + c, n_kv, stride, inv, out + c); break;
+                case 5: attend_values<5>(scores, v + c, n_kv, stride, inv, out + c); break;
+                case 4: attend_values<4>(scores, v + c, n_kv, stride, inv, out + c); break;
+                case 3: attend_values<3>(scores, v + c, n_kv, stride, inv, out + c); break;
+                case 2: attend_values<2>(scores, v + c, n_kv, stride, inv, out + c); break;
+                default: attend_values<1>(scores, v + c, n_kv, stride, inv, out + c); break;
+            }
+        }
+        return;
+    }
+#endif
+    float max_score = -INFINITY;
+    for (size_t t = 0; t < n_kv; ++t) {
+        scores[t] = dot_f32(q, k + t * stride, head_dim) * scale;
+        if (scores[t] > max_score) max_score = scores[t];
+    }
+    float sum = 0.0f;
+    for (size_t t = 0; t < n_kv; ++t) {
+        scores[t] = expf(scores[t] - max_score);
+        sum += scores[t];
+    }
+    const float inv = 1.0f / sum;
+    for (size_t i = 0; i < head_dim; ++i) out[i] = 0.0f;
+    for (size_t t = 0; t < n_kv; ++t) axpy(scores[t] * inv, v + t * stride, out, head_dim);
+}
+
 
 }  // namespace
 
@@ -885,7 +1006,7 @@ void add(float* y, const float* x, size_t n) {
 
 const KernelTable& SL_CONCAT(table_, STACKLLAMA_KERNEL_ISA)() {
     static const KernelTable t{SL_STR(STACKLLAMA_KERNEL_ISA), matvec, rows_to_f32, dot_f32, axpy,
-                               rmsnorm, silu_mul, add, quantize_acts, matvec_q, matmul_q};
+                               rmsnorm, silu_mul, add, quantize_acts, matvec_q, matmul_q, attend};
     return t;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "kernels/kernels.hpp"
 #include "kernels/quant.hpp"
@@ -87,23 +88,6 @@ void rope(float* x, size_t n_heads, size_t head_dim, const float* cos, const flo
             v[i + half] = b * cos[i] + a * sin[i];
         }
     }
-}
-
-void attend(const KernelTable& kt, const float* q, const float* k, const float* v, size_t n_kv,
-            size_t stride, size_t head_dim, float scale, float* scores, float* out) {
-    float max_score = -INFINITY;
-    for (size_t t = 0; t < n_kv; ++t) {
-        scores[t] = kt.dot(q, k + t * stride, head_dim) * scale;
-        if (scores[t] > max_score) max_score = scores[t];
-    }
-    float sum = 0.0f;
-    for (size_t t = 0; t < n_kv; ++t) {
-        scores[t] = std::exp(scores[t] - max_score);
-        sum += scores[t];
-    }
-    const float inv = 1.0f / sum;
-    std::memset(out, 0, head_dim * sizeof(float));
-    for (size_t t = 0; t < n_kv; ++t) kt.axpy(scores[t] * inv, v + t * stride, out, head_dim);
 }
 
 namespace {
@@ -210,6 +194,30 @@ void ref_matvec_q(const Matrix& w, const BlockQ8A* xq, float* y, size_t r0, size
     }
 }
 
+// Attention in double: the softmax and the weighted sum of values.
+void ref_attend(const float* q, const float* k, const float* v, size_t n_kv, size_t stride,
+                size_t head_dim, float scale, float* scores, float* out) {
+    std::vector<double> s(n_kv);
+    double max_score = -INFINITY;
+    for (size_t t = 0; t < n_kv; ++t) {
+        double d = 0.0;
+        for (size_t i = 0; i < head_dim; ++i) d += double(q[i]) * k[t * stride + i];
+        s[t] = d * scale;
+        max_score = std::max(max_score, s[t]);
+    }
+    double sum = 0.0;
+    for (size_t t = 0; t < n_kv; ++t) {
+        s[t] = std::exp(s[t] - max_score);
+        sum += s[t];
+    }
+    for (size_t i = 0; i < head_dim; ++i) {
+        double o = 0.0;
+        for (size_t t = 0; t < n_kv; ++t) o += s[t] * v[t * stride + i];
+        out[i] = float(o / sum);
+    }
+    for (size_t t = 0; t < n_kv; ++t) scores[t] = float(s[t] / sum);
+}
+
 void ref_matmul_q(const Matrix& w, const BlockQ8A* xq, size_t m, float* y, size_t ldy, size_t r0,
                   size_t r1) {
     for (size_t i = 0; i < m; ++i) ref_matvec_q(w, xq + i * (w.cols / kQuantBlock), y + i * ldy, r0, r1);
@@ -220,7 +228,8 @@ void ref_matmul_q(const Matrix& w, const BlockQ8A* xq, size_t m, float* y, size_
 const KernelTable& table_reference() {
     static const KernelTable t{"reference", ref_matvec,   ref_rows_to_f32,   ref_dot,
                                ref_axpy,    ref_rmsnorm,  ref_silu_mul,      ref_add,
-                               ref_quantize_acts,         ref_matvec_q,      ref_matmul_q};
+                               ref_quantize_acts,         ref_matvec_q,      ref_matmul_q,
+                               ref_attend};
     return t;
 }
 

@@ -192,9 +192,9 @@ void forward_chunk(const ModelConfig& c, const LlamaWeights& w, const WeightOver
             for (size_t job = size_t(t); job < m * n_heads; job += size_t(pool.size())) {
                 const size_t i = job / n_heads, h = job % n_heads;
                 const size_t base = s.kv_offset(c, int(l), int(h / group), seqs[i]);
-                kernels::attend(kt, q + i * q_dim + h * hd, &s.k_cache[base], &s.v_cache[base],
-                                size_t(positions[i]) + 1, hd, hd, scale, scores,
-                                att + i * q_dim + h * hd);
+                kt.attend(q + i * q_dim + h * hd, &s.k_cache[base], &s.v_cache[base],
+                          size_t(positions[i]) + 1, hd, hd, scale, scores,
+                          att + i * q_dim + h * hd);
             }
         });
         linear(kt, L.wo, lora(kO), att, m, xb, pool, s);
