@@ -27,7 +27,8 @@ public:
     // reentrant: fn must not call run() on the same pool.
     void run(int n_tasks, const std::function<void(int)>& fn);
 
-    // Splits [0, n) into contiguous ranges, at least `grain` long, one or a few per thread.
+    // Splits [0, n) into contiguous ranges, at least `grain` long, up to four per thread, which
+    // the threads claim in turn: one that starts late or runs slower takes fewer.
     void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn);
 
     // Physical cores this process may run on (hardware threads when the topology is unknown).
