@@ -17,6 +17,8 @@ enum class WeightType : int { f32 = 0, f16 = 1, bf16 = 2, q8 = 3, q4 = 4 };
 
 // Elements per block of the quantized types.
 constexpr size_t kQuantBlock = 32;
+// Query heads an attention kernel takes at once (KernelTable::attend's scratch is this many rows).
+constexpr size_t kAttendGroup = 8;
 // Rows interleaved in one panel of a quantized matrix.
 constexpr size_t kQuantRows = 8;
 
@@ -118,11 +120,13 @@ struct KernelTable {
     void (*matmul_q)(const Matrix& w, const BlockQ8A* xq, size_t m, float* y, size_t ldy,
                      size_t r0, size_t r1);
 
-    // Causal attention of one query head over n_kv cached positions:
-    //   out[d] = Σ_t softmax_t(scale · q·k_t) v_t[d]   q [head_dim], k_t = k + t·stride, v likewise
-    // `scores` is scratch of n_kv floats. Deterministic: the same inputs give the same bits.
-    void (*attend)(const float* q, const float* k, const float* v, size_t n_kv, size_t stride,
-                   size_t head_dim, float scale, float* scores, float* out);
+    // Causal attention of n_q query heads that share one KV head, over n_kv cached positions:
+    //   out_h[d] = Σ_t softmax_t(scale · q_h·k_t) v_t[d]     q_h = q + h·head_dim, out_h likewise,
+    //                                                        k_t = k + t·stride, v_t likewise
+    // `scores` is scratch of kAttendGroup · n_kv floats. Deterministic: the same inputs (n_q
+    // included) give the same bits.
+    void (*attend)(const float* q, size_t n_q, const float* k, const float* v, size_t n_kv,
+                   size_t stride, size_t head_dim, float scale, float* scores, float* out);
 };
 
 // Per-ISA tables (kernels_impl.cpp) and the plain-loop reference (reference.cpp).

@@ -927,8 +927,8 @@ void attend_values(const float* p, const float* v, size_t n_kv, size_t stride, f
 }
 #endif
 
-// Attention of one query over n_kv cached positions (kernels.hpp, KernelTable::attend).
-void attend(const float* q, const float* k, const float* v, size_t n_kv, size_t stride,
+// Attention of one query head over n_kv cached positions.
+void attend_one(const float* q, const float* k, const float* v, size_t n_kv, size_t stride,
             size_t head_dim, float scale, float* scores, float* out) {
 #if SL_AVX512 || SL_AVX2
     if (head_dim % 8 == 0) {
@@ -996,6 +996,62 @@ void attend(const float* q, const float* k, const float* v, size_t n_kv, size_t 
     for (size_t t = 0; t < n_kv; ++t) axpy(scores[t] * inv, v + t * stride, out, head_dim);
 }
 
+
+// Attention of n_q query heads that share one KV head (grouped-query attention; n_q = 1 for
+// multi-head). Up to 8 heads go together: each K and V row is loaded once for all of them, and
+// their scores sit side by side ([t][8]), so the softmax runs across heads in the vector lanes.
+void attend(const float* q, size_t n_q, const float* k, const float* v, size_t n_kv, size_t stride,
+            size_t head_dim, float scale, float* scores, float* out) {
+#if SL_AVX512 || SL_AVX2
+    if (head_dim % 8 == 0 && n_q > 1) {
+        for (size_t g0 = 0; g0 < n_q; g0 += kAttendGroup) {
+            const size_t G = min_size(kAttendGroup, n_q - g0);
+            const float* qh[kAttendGroup];  // lanes past G repeat the last head; their results are dropped
+            for (size_t g = 0; g < kAttendGroup; ++g) qh[g] = q + (g0 + min_size(g, G - 1)) * head_dim;
+            __m256 vmax = _mm256_set1_ps(-INFINITY);
+            for (size_t t = 0; t < n_kv; ++t) {
+                __m256 a[kAttendGroup];
+                for (size_t g = 0; g < kAttendGroup; ++g) a[g] = _mm256_setzero_ps();
+                const float* kt = k + t * stride;
+                for (size_t i = 0; i < head_dim; i += 8) {
+                    const __m256 kv = load8(kt + i);
+                    for (size_t g = 0; g < kAttendGroup; ++g) a[g] = _mm256_fmadd_ps(load8(qh[g] + i), kv, a[g]);
+                }
+                // Eight sums into one vector: hadd pairs, then the two 128-bit halves.
+                const __m256 h01 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+                const __m256 h23 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+                const __m256 s = _mm256_mul_ps(_mm256_add_ps(_mm256_permute2f128_ps(h01, h23, 0x20),
+                                                             _mm256_permute2f128_ps(h01, h23, 0x31)),
+                                               _mm256_set1_ps(scale));
+                _mm256_storeu_ps(scores + t * kAttendGroup, s);
+                vmax = _mm256_max_ps(vmax, s);
+            }
+            __m256 vsum = _mm256_setzero_ps();
+            for (size_t t = 0; t < n_kv; ++t) {
+                const __m256 e = exp8(_mm256_sub_ps(load8(scores + t * kAttendGroup), vmax));
+                _mm256_storeu_ps(scores + t * kAttendGroup, e);
+                vsum = _mm256_add_ps(vsum, e);
+            }
+            float inv[kAttendGroup];
+            _mm256_storeu_ps(inv, _mm256_div_ps(_mm256_set1_ps(1.0f), vsum));
+            for (size_t c = 0; c < head_dim; c += 8) {
+                __m256 o[kAttendGroup];
+                for (size_t g = 0; g < kAttendGroup; ++g) o[g] = _mm256_setzero_ps();
+                for (size_t t = 0; t < n_kv; ++t) {
+                    const __m256 vv = load8(v + t * stride + c);
+                    const float* p = scores + t * kAttendGroup;
+                    for (size_t g = 0; g < kAttendGroup; ++g) o[g] = _mm256_fmadd_ps(_mm256_set1_ps(p[g]), vv, o[g]);
+                }
+                for (size_t g = 0; g < G; ++g)
+                    _mm256_storeu_ps(out + (g0 + g) * head_dim + c, _mm256_mul_ps(o[g], _mm256_set1_ps(inv[g])));
+            }
+        }
+        return;
+    }
+#endif
+    for (size_t h = 0; h < n_q; ++h)
+        attend_one(q + h * head_dim, k, v, n_kv, stride, head_dim, scale, scores, out + h * head_dim);
+}
 
 }  // namespace
 

@@ -194,9 +194,9 @@ void ref_matvec_q(const Matrix& w, const BlockQ8A* xq, float* y, size_t r0, size
     }
 }
 
-// Attention in double: the softmax and the weighted sum of values.
-void ref_attend(const float* q, const float* k, const float* v, size_t n_kv, size_t stride,
-                size_t head_dim, float scale, float* scores, float* out) {
+// Attention in double, one head at a time: the softmax and the weighted sum of values.
+void ref_attend_one(const float* q, const float* k, const float* v, size_t n_kv, size_t stride,
+                    size_t head_dim, float scale, float* scores, float* out) {
     std::vector<double> s(n_kv);
     double max_score = -INFINITY;
     for (size_t t = 0; t < n_kv; ++t) {
@@ -216,6 +216,12 @@ void ref_attend(const float* q, const float* k, const float* v, size_t n_kv, siz
         out[i] = float(o / sum);
     }
     for (size_t t = 0; t < n_kv; ++t) scores[t] = float(s[t] / sum);
+}
+
+void ref_attend(const float* q, size_t n_q, const float* k, const float* v, size_t n_kv,
+                size_t stride, size_t head_dim, float scale, float* scores, float* out) {
+    for (size_t h = 0; h < n_q; ++h)
+        ref_attend_one(q + h * head_dim, k, v, n_kv, stride, head_dim, scale, scores, out + h * head_dim);
 }
 
 void ref_matmul_q(const Matrix& w, const BlockQ8A* xq, size_t m, float* y, size_t ldy, size_t r0,

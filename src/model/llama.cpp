@@ -52,7 +52,7 @@ LlamaState::LlamaState(const ModelConfig& c, int n_ctx_, int n_batch_, int n_thr
     att.resize(B * q_dim);
     gate.resize(B * size_t(c.intermediate_size));
     up.resize(B * size_t(c.intermediate_size));
-    scores.resize(size_t(std::max(1, n_threads)) * size_t(n_ctx));
+    scores.resize(size_t(std::max(1, n_threads)) * kernels::kAttendGroup * size_t(n_ctx));
 }
 
 size_t LlamaState::kv_offset(const ModelConfig& c, int layer, int kv_head, int seq) const {
@@ -185,16 +185,20 @@ void forward_chunk(const ModelConfig& c, const LlamaWeights& w, const WeightOver
                 std::memcpy(&s.v_cache[off], v + i * kv_dim + h * hd, hd * sizeof(float));
             }
         }
-        // Causal grouped-query attention: query head h reads kv head h / group of the row's
-        // own sequence, positions up to its own.
+        // Causal grouped-query attention: query head j reads kv head j / group of the row's own
+        // sequence, positions up to its own. A job is up to kAttendGroup heads of one kv head,
+        // which the kernel reads once for all of them.
+        const size_t blocks = (group + kernels::kAttendGroup - 1) / kernels::kAttendGroup;
         pool.run(pool.size(), [&](int t) {
-            float* scores = s.scores.data() + size_t(t) * size_t(s.n_ctx);
-            for (size_t job = size_t(t); job < m * n_heads; job += size_t(pool.size())) {
-                const size_t i = job / n_heads, h = job % n_heads;
-                const size_t base = s.kv_offset(c, int(l), int(h / group), seqs[i]);
-                kt.attend(q + i * q_dim + h * hd, &s.k_cache[base], &s.v_cache[base],
+            float* scores = s.scores.data() + size_t(t) * kernels::kAttendGroup * size_t(s.n_ctx);
+            for (size_t job = size_t(t); job < m * n_kv_heads * blocks; job += size_t(pool.size())) {
+                const size_t i = job / (n_kv_heads * blocks), h = job / blocks % n_kv_heads;
+                const size_t first = h * group + job % blocks * kernels::kAttendGroup;  // query head
+                const size_t n_q = std::min(kernels::kAttendGroup, (h + 1) * group - first);
+                const size_t base = s.kv_offset(c, int(l), int(h), seqs[i]);
+                kt.attend(q + i * q_dim + first * hd, n_q, &s.k_cache[base], &s.v_cache[base],
                           size_t(positions[i]) + 1, hd, hd, scale, scores,
-                          att + i * q_dim + h * hd);
+                          att + i * q_dim + first * hd);
             }
         });
         linear(kt, L.wo, lora(kO), att, m, xb, pool, s);
