@@ -3,6 +3,8 @@
 // reward_ref.py, written by the CTest fixture step fixtures_generate into <fixtures>/generate).
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -236,4 +238,32 @@ TEST_CASE("LlamaForSequenceClassification config.json: num_labels, id2label, sco
         CHECK(contains(m, "missing tensor score.weight"));
         CHECK(contains(m, "LlamaForSequenceClassification"));
     }
+}
+
+TEST_CASE("a reward model saved (Hugging Face directory, native file) gives the same rewards") {
+    auto model = load("seqcls_f32");
+    const std::vector<int32_t> ids = {1, 5, 9, 2, 7};
+    const std::vector<float> want = Generator(model).reward(ids);
+    const fs::path tmp = fs::temp_directory_path() / ("sl_reward_save_" + std::to_string(::getpid()));
+    fs::remove_all(tmp);
+    ModelParams p;
+    p.load_tokenizer = false;
+
+    model->save_pretrained((tmp / "hf").string());
+    auto hf = Model::load((tmp / "hf").string(), p);
+    CHECK(hf->config().num_labels == model->config().num_labels);
+    CHECK(Generator(hf).reward(ids) == want);  // the same f32 weights: bit for bit
+
+    model->save_native((tmp / "rm.sllm").string());
+    auto native = Model::load((tmp / "rm.sllm").string(), p);
+    CHECK(Generator(native).reward(ids) == want);
+
+    NativeSaveOptions q;
+    q.convert = true;
+    q.type = DType::q8;
+    model->save_native((tmp / "rm_q8.sllm").string(), q);
+    const std::vector<float> got = Generator(Model::load((tmp / "rm_q8.sllm").string(), p)).reward(ids);
+    REQUIRE(got.size() == want.size());
+    for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(0.05).scale(1.0));
+    fs::remove_all(tmp);
 }

@@ -59,7 +59,11 @@ std::vector<NamedTensor> model_tensors(const Model::Impl& m) {
         out.push_back({p + "mlp.down_proj.weight", &L.w_down, nullptr});
     }
     out.push_back({"model.norm.weight", nullptr, &w.final_norm});
-    if (!m.config.tie_word_embeddings) out.push_back({"lm_head.weight", &w.lm_head, nullptr});
+    if (w.score.data) {
+        out.push_back({"score.weight", &w.score, nullptr});  // a reward model: no LM head
+    } else if (!m.config.tie_word_embeddings) {
+        out.push_back({"lm_head.weight", &w.lm_head, nullptr});
+    }
     return out;
 }
 
