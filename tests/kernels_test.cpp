@@ -166,15 +166,37 @@ TEST_CASE("matmul (OpenBLAS and widened tiles) equals row-by-row matvec") {
     }
 }
 
-TEST_CASE("rope: rotate_half convention") {
-    // head_dim 4: pairs (0,2) and (1,3) rotate together.
-    float x[4] = {1, 2, 3, 4};
-    const float c[2] = {0.5f, 1.0f}, s[2] = {0.25f, 0.0f};
-    rope(x, 1, 4, c, s);
-    CHECK(x[0] == doctest::Approx(1 * 0.5 - 3 * 0.25));
-    CHECK(x[2] == doctest::Approx(3 * 0.5 + 1 * 0.25));
-    CHECK(x[1] == doctest::Approx(2));
-    CHECK(x[3] == doctest::Approx(4));
+TEST_CASE("rope: rotate_half convention, every ISA against the reference") {
+    for (const KernelTable* kt : supported_tables()) {
+        CAPTURE(kt->name);
+        // head_dim 4: pairs (0,2) and (1,3) rotate together.
+        float x[4] = {1, 2, 3, 4};
+        const float c[2] = {0.5f, 1.0f}, s[2] = {0.25f, 0.0f};
+        kt->rope(x, 1, 4, c, s);
+        CHECK(x[0] == doctest::Approx(1 * 0.5 - 3 * 0.25));
+        CHECK(x[2] == doctest::Approx(3 * 0.5 + 1 * 0.25));
+        CHECK(x[1] == doctest::Approx(2));
+        CHECK(x[3] == doctest::Approx(4));
+    }
+    // Two float products and a sum, against the reference's double: within 2 ulp of the larger
+    // product.
+    std::mt19937 rng(8);
+    for (const KernelTable* kt : supported_tables()) {
+        CAPTURE(kt->name);
+        for (size_t hd : {2, 8, 64, 128, 96}) {
+            CAPTURE(hd);
+            auto x = random_vec(5 * hd, rng), c = random_vec(hd / 2, rng), s = random_vec(hd / 2, rng);
+            auto y = x, y_ref = x;
+            kt->rope(y.data(), 5, hd, c.data(), s.data());
+            table_reference().rope(y_ref.data(), 5, hd, c.data(), s.data());
+            for (size_t i = 0; i < y.size(); ++i) {
+                const size_t h = i / hd * hd, j = i % hd, p = j % (hd / 2);
+                const double mag = std::fabs(x[h + p] * c[p]) + std::fabs(x[h + p + hd / 2] * s[p]) +
+                                   std::fabs(x[h + p + hd / 2] * c[p]) + std::fabs(x[h + p] * s[p]);
+                CHECK(std::fabs(y[i] - y_ref[i]) <= 2.5e-7 * mag);
+            }
+        }
+    }
 }
 
 TEST_CASE("attend: softmax-weighted values") {

@@ -120,6 +120,11 @@ struct KernelTable {
     void (*matmul_q)(const Matrix& w, const BlockQ8A* xq, size_t m, float* y, size_t ldy,
                      size_t r0, size_t r1);
 
+    // Rotary embedding, Hugging Face rotate_half convention, in place on n_heads vectors:
+    //   x[i]      = x[i] cos[i] - x[i + h] sin[i]
+    //   x[i + h]  = x[i + h] cos[i] + x[i] sin[i]      for i < h = head_dim / 2
+    void (*rope)(float* x, size_t n_heads, size_t head_dim, const float* cos, const float* sin);
+
     // Causal attention of n_q query heads that share one KV head, over n_kv cached positions:
     //   out_h[d] = Σ_t softmax_t(scale · q_h·k_t) v_t[d]     q_h = q + h·head_dim, out_h likewise,
     //                                                        k_t = k + t·stride, v_t likewise
@@ -146,9 +151,5 @@ uint16_t f32_to_f16(float f);
 float bf16_to_f32(uint16_t b);
 uint16_t f32_to_bf16(float f);
 
-// Rotary embedding, Hugging Face rotate_half convention, in place on n_heads vectors of head_dim:
-//   x[i]      = x[i] cos[i] - x[i + h] sin[i]
-//   x[i + h]  = x[i + h] cos[i] + x[i] sin[i]      for i < h = head_dim / 2
-void rope(float* x, size_t n_heads, size_t head_dim, const float* cos, const float* sin);
 
 }  // namespace stackllama::kernels

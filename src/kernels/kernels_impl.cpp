@@ -911,6 +911,19 @@ void add(float* y, const float* x, size_t n) {
     for (size_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
+// Plain loops: compiled with each ISA's flags, GCC vectorises them over i.
+void rope(float* x, size_t n_heads, size_t head_dim, const float* cos, const float* sin) {
+    const size_t half = head_dim / 2;
+    for (size_t h = 0; h < n_heads; ++h) {
+        float* v = x + h * head_dim;
+        for (size_t i = 0; i < half; ++i) {
+            const float a = v[i], b = v[i + half];
+            v[i] = a * cos[i] - b * sin[i];
+            v[i + half] = b * cos[i] + a * sin[i];
+        }
+    }
+}
+
 #if SL_AVX512 || SL_AVX2
 // out[c .. c + 8W) = Σ_t p[t] · v_t[c .. c + 8W) · inv, the W accumulators in registers.
 template <size_t W>
@@ -1062,7 +1075,7 @@ void attend(const float* q, size_t n_q, const float* k, const float* v, size_t n
 
 const KernelTable& SL_CONCAT(table_, STACKLLAMA_KERNEL_ISA)() {
     static const KernelTable t{SL_STR(STACKLLAMA_KERNEL_ISA), matvec, rows_to_f32, dot_f32, axpy,
-                               rmsnorm, silu_mul, add, quantize_acts, matvec_q, matmul_q, attend};
+                               rmsnorm, silu_mul, add, quantize_acts, matvec_q, matmul_q, rope, attend};
     return t;
 }
 

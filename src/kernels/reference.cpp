@@ -78,17 +78,6 @@ uint16_t f32_to_bf16(float f) {
     return static_cast<uint16_t>(x >> 16);
 }
 
-void rope(float* x, size_t n_heads, size_t head_dim, const float* cos, const float* sin) {
-    const size_t half = head_dim / 2;
-    for (size_t h = 0; h < n_heads; ++h) {
-        float* v = x + h * head_dim;
-        for (size_t i = 0; i < half; ++i) {
-            float a = v[i], b = v[i + half];
-            v[i] = a * cos[i] - b * sin[i];
-            v[i + half] = b * cos[i] + a * sin[i];
-        }
-    }
-}
 
 namespace {
 
@@ -194,6 +183,18 @@ void ref_matvec_q(const Matrix& w, const BlockQ8A* xq, float* y, size_t r0, size
     }
 }
 
+void ref_rope(float* x, size_t n_heads, size_t head_dim, const float* cos, const float* sin) {
+    const size_t half = head_dim / 2;
+    for (size_t h = 0; h < n_heads; ++h) {
+        float* v = x + h * head_dim;
+        for (size_t i = 0; i < half; ++i) {
+            const double a = v[i], b = v[i + half];
+            v[i] = float(a * cos[i] - b * sin[i]);
+            v[i + half] = float(b * cos[i] + a * sin[i]);
+        }
+    }
+}
+
 // Attention in double, one head at a time: the softmax and the weighted sum of values.
 void ref_attend_one(const float* q, const float* k, const float* v, size_t n_kv, size_t stride,
                     size_t head_dim, float scale, float* scores, float* out) {
@@ -235,7 +236,7 @@ const KernelTable& table_reference() {
     static const KernelTable t{"reference", ref_matvec,   ref_rows_to_f32,   ref_dot,
                                ref_axpy,    ref_rmsnorm,  ref_silu_mul,      ref_add,
                                ref_quantize_acts,         ref_matvec_q,      ref_matmul_q,
-                               ref_attend};
+                               ref_rope,                  ref_attend};
     return t;
 }
 

@@ -177,8 +177,8 @@ void forward_chunk(const ModelConfig& c, const LlamaWeights& w, const WeightOver
             const size_t pos = size_t(positions[i]);
             const float* cos = s.rope_cos.data() + pos * half;
             const float* sin = s.rope_sin.data() + pos * half;
-            kernels::rope(q + i * q_dim, n_heads, hd, cos, sin);
-            kernels::rope(k + i * kv_dim, n_kv_heads, hd, cos, sin);
+            kt.rope(q + i * q_dim, n_heads, hd, cos, sin);
+            kt.rope(k + i * kv_dim, n_kv_heads, hd, cos, sin);
             for (size_t h = 0; h < n_kv_heads; ++h) {
                 const size_t off = s.kv_offset(c, int(l), int(h), seqs[i]) + pos * hd;
                 std::memcpy(&s.k_cache[off], k + i * kv_dim + h * hd, hd * sizeof(float));
