@@ -319,6 +319,26 @@ inline __m256i bcast4(const BlockQ8A& x, size_t k) {
     memcpy(&v, x.q + 4 * k, 4);
     return _mm256_set1_epi32(v);
 }
+
+// The 8 row scales of a panel, as floats.
+inline __m256 panel_scales(const uint16_t* d) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d)));
+}
+
+// acc + float(dot) · (d_w · d_x): one block's integer sums, scaled, into the 8 rows' accumulators.
+// Every kernel ends a block with this, in this order, so all of them give the same bits.
+inline __m256 add_block(__m256 acc, __m256i dot, __m256 dw, float dx) {
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(dx)), acc);
+}
+
+// A q4 block's dot products from its sums s (AVX-512: int32; AVX2: int16 pairs) less 8 · Σ q_x,
+// as levels are stored as l + 8.
+inline __m256i q4_block_dot(__m256i s, int32_t sum_x) {
+#if SL_AVX2
+    s = _mm256_madd_epi16(s, _mm256_set1_epi16(1));
+#endif
+    return _mm256_sub_epi32(s, _mm256_set1_epi32(8 * sum_x));
+}
 #endif
 
 // out[g][r] = Σ_b d_w[r] d_x dot(row r of group g, x): G groups (panel streams p[g]; several
@@ -351,17 +371,8 @@ void groups_q4(const PanelQ4* const* p, size_t nb, const BlockQ8A* xq, float (*o
 #endif
             }
         }
-        for (size_t g = 0; g < G; ++g) {
-            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[g][b].d)));
-#if SL_AVX512
-            __m256i dot = s[g];
-#else
-            __m256i dot = _mm256_madd_epi16(s[g], _mm256_set1_epi16(1));
-#endif
-            // Levels are stored as l + 8: take 8 · Σ q_x back off.
-            dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(8 * x.sum));
-            acc[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[g]);
-        }
+        for (size_t g = 0; g < G; ++g)
+            acc[g] = add_block(acc[g], q4_block_dot(s[g], x.sum), panel_scales(p[g][b].d), x.d);
     }
     for (size_t g = 0; g < G; ++g) _mm256_storeu_ps(out[g], acc[g]);
 #else
@@ -429,13 +440,12 @@ void groups_q8(const PanelQ8* const* p, size_t nb, const BlockQ8A* xq, float (*o
             }
         }
         for (size_t g = 0; g < G; ++g) {
-            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[g][b].d)));
 #if SL_AVX512
             const __m256i dot = _mm256_sub_epi32(s[g], sum_w[g]);
 #else
             const __m256i dot = s[g];
 #endif
-            acc[g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[g]);
+            acc[g] = add_block(acc[g], dot, panel_scales(p[g][b].d), x.d);
         }
     }
     for (size_t g = 0; g < G; ++g) _mm256_storeu_ps(out[g], acc[g]);
@@ -498,13 +508,9 @@ void tile_q8(const PanelQ8* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuan
 #endif
             }
         }
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[b].d)));
-        for (size_t t = 0; t < T; ++t) {
-            const __m256 acc = _mm256_loadu_ps(out[t]);
-            _mm256_storeu_ps(out[t], _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]),
-                                                     _mm256_mul_ps(dw, _mm256_set1_ps(xq[t * nb + b].d)),
-                                                     acc));
-        }
+        const __m256 dw = panel_scales(p[b].d);
+        for (size_t t = 0; t < T; ++t)
+            _mm256_storeu_ps(out[t], add_block(_mm256_loadu_ps(out[t]), s[t], dw, xq[t * nb + b].d));
     }
 #else
     for (size_t t = 0; t < T; ++t) {
@@ -542,19 +548,10 @@ void tile_q4(const PanelQ4* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuan
 #endif
             }
         }
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[b].d)));
+        const __m256 dw = panel_scales(p[b].d);
         for (size_t t = 0; t < T; ++t) {
             const BlockQ8A& x = xq[t * nb + b];
-#if SL_AVX512
-            __m256i dot = s[t];
-#else
-            __m256i dot = _mm256_madd_epi16(s[t], _mm256_set1_epi16(1));
-#endif
-            // Levels are stored as l + 8: take 8 · Σ q_x back off.
-            dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(8 * x.sum));
-            const __m256 acc = _mm256_loadu_ps(out[t]);
-            _mm256_storeu_ps(out[t], _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot),
-                                                     _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc));
+            _mm256_storeu_ps(out[t], add_block(_mm256_loadu_ps(out[t]), q4_block_dot(s[t], x.sum), dw, x.d));
         }
     }
 #else
