@@ -24,7 +24,8 @@ using Clock = std::chrono::steady_clock;
 constexpr long kIters = 20'000'000;
 
 // An empty asm that claims to read and write v: the compiler can neither drop nor merge the work.
-#define KEEP(v) __asm__ volatile("" : "+x"(v))
+// "v": any vector register the target has (zmm included with AVX-512).
+#define KEEP(v) __asm__ volatile("" : "+v"(v))
 
 struct Row {
     const char* what;
@@ -41,8 +42,9 @@ double seconds_since(Clock::time_point t0) {
 #define FOR12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 #define FOR6(X) X(0) X(1) X(2) X(3) X(4) X(5)
 
-// One instruction, 12 independent dependency chains (more than latency × throughput).
-#define CHAIN_BENCH(NAME, TARGET, VEC, INIT, STEP)                         \
+// 12 independent dependency chains (more than latency × throughput) of STEP, which retires
+// `units` instructions or pairs per iteration; seconds scaled to 8 · kIters units.
+#define CHAIN_BENCH(NAME, TARGET, VEC, INIT, STEP, units)                  \
     __attribute__((target(TARGET))) double NAME() {                        \
         const VEC b = INIT(3);                                             \
         FOR12(CHAIN_DECL)                                                  \
@@ -50,73 +52,50 @@ double seconds_since(Clock::time_point t0) {
         for (long i = 0; i < kIters; ++i) { FOR12(STEP) }                  \
         const double t = seconds_since(t0);                                \
         FOR12(CHAIN_SINK)                                                  \
-        return t * (8.0 / 12.0);                                           \
+        return t * (8.0 / (units));                                        \
     }
 #define CHAIN_DECL(j) auto a##j = b; KEEP(a##j);
 #define CHAIN_SINK(j) KEEP(a##j);
 
 #define STEP_MADDUBS(j) a##j = _mm256_maddubs_epi16(a##j, b); KEEP(a##j);
 #define STEP_MADD(j) a##j = _mm256_madd_epi16(a##j, b); KEEP(a##j);
+#define STEP_PAIR(j) a##j = (j % 2) ? _mm256_madd_epi16(a##j, b) : _mm256_maddubs_epi16(a##j, b); KEEP(a##j);
 #define STEP_FMA(j) a##j = _mm256_fmadd_ps(a##j, b, b); KEEP(a##j);
 #define STEP_DPBUSD(j) a##j = _mm256_dpbusd_epi32(a##j, b, b); KEEP(a##j);
-#define STEP_DPBUSD_Z(j) a##j = _mm512_dpbusd_epi32(a##j, b, b); __asm__ volatile("" : "+v"(a##j));
-#define STEP_PAIR(j) a##j = (j % 2) ? _mm256_madd_epi16(a##j, b) : _mm256_maddubs_epi16(a##j, b); KEEP(a##j);
+#define STEP_DPBUSD_Z(j) a##j = _mm512_dpbusd_epi32(a##j, b, b); KEEP(a##j);
 
-CHAIN_BENCH(maddubs_only, "avx2,fma", __m256i, _mm256_set1_epi8, STEP_MADDUBS)
-CHAIN_BENCH(madd_only, "avx2,fma", __m256i, _mm256_set1_epi16, STEP_MADD)
-CHAIN_BENCH(fma_ps, "avx2,fma", __m256, _mm256_set1_ps, STEP_FMA)
-CHAIN_BENCH(dpbusd_ymm, "avx512f,avx512bw,avx512vl,avx512vnni", __m256i, _mm256_set1_epi8, STEP_DPBUSD)
-#undef CHAIN_DECL
-#undef CHAIN_SINK
-#define CHAIN_DECL(j) auto a##j = b; __asm__ volatile("" : "+v"(a##j));
-#define CHAIN_SINK(j) __asm__ volatile("" : "+v"(a##j));
-CHAIN_BENCH(dpbusd_zmm, "avx512f,avx512bw,avx512vl,avx512vnni", __m512i, _mm512_set1_epi8, STEP_DPBUSD_Z)
-#undef CHAIN_DECL
-#undef CHAIN_SINK
-#define CHAIN_DECL(j) auto a##j = b; KEEP(a##j);
-#define CHAIN_SINK(j) KEEP(a##j);
-
-// 6 vpmaddubsw and 6 vpmaddwd per iteration, independent: pairs per second (scaled to 8).
-__attribute__((target("avx2,fma"))) double maddubs_and_madd() {
-    const __m256i b = _mm256_set1_epi8(3);
-    FOR12(CHAIN_DECL)
-    const auto t0 = Clock::now();
-    for (long i = 0; i < kIters; ++i) { FOR12(STEP_PAIR) }
-    const double t = seconds_since(t0);
-    FOR12(CHAIN_SINK)
-    return t * (8.0 / 6.0);
-}
+#define VNNI "avx512f,avx512bw,avx512vl,avx512vnni"
+CHAIN_BENCH(maddubs_only, "avx2,fma", __m256i, _mm256_set1_epi8, STEP_MADDUBS, 12)
+CHAIN_BENCH(madd_only, "avx2,fma", __m256i, _mm256_set1_epi16, STEP_MADD, 12)
+CHAIN_BENCH(maddubs_and_madd, "avx2,fma", __m256i, _mm256_set1_epi8, STEP_PAIR, 6)  // 6 pairs
+CHAIN_BENCH(fma_ps, "avx2,fma", __m256, _mm256_set1_ps, STEP_FMA, 12)
+CHAIN_BENCH(dpbusd_ymm, VNNI, __m256i, _mm256_set1_epi8, STEP_DPBUSD, 12)
+CHAIN_BENCH(dpbusd_zmm, VNNI, __m512i, _mm512_set1_epi8, STEP_DPBUSD_Z, 12)
 
 // The kernels' sequences: 6 weight registers the compiler must treat as new each time, 6 sums.
+#define SEQ_BENCH(NAME, STEP)                                              \
+    __attribute__((target("avx2,fma"))) double NAME() {                    \
+        const __m256i x = _mm256_set1_epi8(5);                             \
+        FOR6(SEQ_DECL)                                                     \
+        const auto t0 = Clock::now();                                      \
+        for (long i = 0; i < kIters; ++i) { FOR6(STEP) }                   \
+        const double t = seconds_since(t0);                                \
+        FOR6(SEQ_SINK)                                                     \
+        return t * (8.0 / 6.0);                                            \
+    }
 #define SEQ_DECL(j) __m256i w##j = _mm256_set1_epi8(char(j - 3)), s##j = _mm256_setzero_si256();
 #define SEQ_SINK(j) KEEP(s##j);
 // q8 (AVX2): |w| and x with w's sign, maddubs, madd to int32, add.
-#define SEQ_Q8(j)                                                                                 \
-    KEEP(w##j);                                                                                   \
-    s##j = _mm256_add_epi32(                                                                      \
-        s##j, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w##j), _mm256_sign_epi8(x, w##j)), ones));
+#define SEQ_Q8(j)                                                                                   \
+    KEEP(w##j);                                                                                     \
+    s##j = _mm256_add_epi32(s##j, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w##j),     \
+                                                                         _mm256_sign_epi8(x, w##j)), \
+                                                    _mm256_set1_epi16(1)));
 // q4 (AVX2): maddubs of unsigned levels, add in int16.
 #define SEQ_Q4(j) KEEP(w##j); s##j = _mm256_add_epi16(s##j, _mm256_maddubs_epi16(w##j, x));
 
-__attribute__((target("avx2,fma"))) double q8_sequence() {
-    const __m256i x = _mm256_set1_epi8(5), ones = _mm256_set1_epi16(1);
-    FOR6(SEQ_DECL)
-    const auto t0 = Clock::now();
-    for (long i = 0; i < kIters; ++i) { FOR6(SEQ_Q8) }
-    const double t = seconds_since(t0);
-    FOR6(SEQ_SINK)
-    return t * (8.0 / 6.0);
-}
-
-__attribute__((target("avx2,fma"))) double q4_sequence() {
-    const __m256i x = _mm256_set1_epi8(5);
-    FOR6(SEQ_DECL)
-    const auto t0 = Clock::now();
-    for (long i = 0; i < kIters; ++i) { FOR6(SEQ_Q4) }
-    const double t = seconds_since(t0);
-    FOR6(SEQ_SINK)
-    return t * (8.0 / 6.0);
-}
+SEQ_BENCH(q8_sequence, SEQ_Q8)
+SEQ_BENCH(q4_sequence, SEQ_Q4)
 
 }  // namespace
 
