@@ -706,6 +706,21 @@ void groups_range(const typename K::Panel* panels, size_t nb, size_t ga, size_t 
     }
 }
 
+// q4_tile_start of n blocks, in the thread's scratch; null for kernels that take none.
+template <class K>
+const uint32_t* tile_starts(const BlockQ8A* xq, size_t n) {
+    if constexpr (K::kTileStarts) {
+        thread_local std::vector<uint32_t> buf;
+        if (buf.size() < n) buf.resize(n);
+        for (size_t i = 0; i < n; ++i) buf[i] = q4_tile_start(xq[i]);
+        return buf.data();
+    } else {
+        (void)xq;
+        (void)n;
+        return nullptr;
+    }
+}
+
 template <class K>
 void matmul_q_impl(const Matrix& w, const BlockQ8A* xq, size_t m, float* y, size_t ldy, size_t r0,
                    size_t r1) {
@@ -717,14 +732,9 @@ void matmul_q_impl(const Matrix& w, const BlockQ8A* xq, size_t m, float* y, size
     const size_t pr1 = min_size(r1, full);  // rows in panels: [r0, pr1)
     // The tiles' starting sums, made on first use (a one-vector call reaches the tiles only for
     // a range that splits a panel group).
-    thread_local std::vector<uint32_t> start_buf;
     const uint32_t* start = nullptr;
     const auto starts = [&]() -> const uint32_t* {
-        if (K::kTileStarts && !start) {
-            if (start_buf.size() < m * nb) start_buf.resize(m * nb);
-            for (size_t i = 0; i < m * nb; ++i) start_buf[i] = q4_tile_start(xq[i]);
-            start = start_buf.data();
-        }
+        if (!start) start = tile_starts<K>(xq, m * nb);
         return start;
     };
     if (r0 < pr1) {
