@@ -530,6 +530,16 @@ void tile_q8(const PanelQ8* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuan
 uint32_t q4_tile_start(const BlockQ8A& x) {
 #if SL_AVX512
     return uint32_t(-8 * x.sum);
+#elif SL_AVX2
+    // Pair sums in int16 (even lanes: bytes 0-1 of each 4, odd lanes: bytes 2-3), folded to one
+    // 32-bit lane by 16-bit adds, so the two halves stay apart; |Σ| ≤ 16 · 127 fits int16.
+    __m256i s = _mm256_maddubs_epi16(_mm256_set1_epi8(1),
+                                     _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q)));
+    s = _mm256_add_epi16(s, _mm256_permute2x128_si256(s, s, 1));
+    s = _mm256_add_epi16(s, _mm256_shuffle_epi32(s, 0x4e));
+    s = _mm256_add_epi16(s, _mm256_shuffle_epi32(s, 0xb1));
+    s = _mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), s), 3);
+    return uint32_t(_mm256_cvtsi256_si32(s));
 #else
     int32_t lo = 0, hi = 0;
     for (size_t k = 0; k < kQuantBlock; ++k) (k % 4 < 2 ? lo : hi) += x.q[k];
