@@ -551,9 +551,8 @@ uint32_t q4_tile_start(const BlockQ8A& x) {
     s = _mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), s), 3);
     return uint32_t(_mm256_cvtsi256_si32(s));
 #else
-    int32_t lo = 0, hi = 0;
-    for (size_t k = 0; k < kQuantBlock; ++k) (k % 4 < 2 ? lo : hi) += x.q[k];
-    return uint32_t(uint16_t(-8 * lo)) | (uint32_t(uint16_t(-8 * hi)) << 16);
+    (void)x;
+    return 0;  // not called: the scalar tile takes no starts
 #endif
 }
 
@@ -662,7 +661,12 @@ struct KernQ4 {
     static void groups(const Panel* const* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
         groups_q4<G>(p, nb, xq, out);
     }
-    static constexpr bool kTileStarts = true;  // tile() wants q4_tile_start of every block
+    // tile() wants q4_tile_start of every block; the scalar tile takes none.
+#if SL_AVX512 || SL_AVX2
+    static constexpr bool kTileStarts = true;
+#else
+    static constexpr bool kTileStarts = false;
+#endif
     template <size_t T>
     static void tile(const Panel* p, size_t nb, const BlockQ8A* xq, const uint32_t* start,
                      float (*out)[kQuantRows]) {
