@@ -537,7 +537,7 @@ void tile_q8(const PanelQ8* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuan
 // multiply-adds/s). AVX-512: the int32 -8 · Σ q_x. AVX2: the two int16 halves of a lane, where
 // maddubs pairs bytes 0-1 and 2-3 of each 4: -8 · Σ of the elements k % 4 < 2, and of the others;
 // the adds wrap, and the final halves, Σ l · q_x over 16 elements, are within ±16 · 8 · 127.
-uint32_t q4_tile_start(const BlockQ8A& x) {
+[[maybe_unused]] uint32_t q4_tile_start(const BlockQ8A& x) {  // unused by the scalar build
 #if SL_AVX512
     return uint32_t(-8 * x.sum);
 #elif SL_AVX2
