@@ -413,6 +413,9 @@ TEST_CASE("activation quantization rounds ties to even and keeps zero blocks zer
         int sum = 0;
         for (size_t i = 0; i < 8; ++i) sum += want[i];
         CHECK(xq[0].sum == sum);
+        // The q4 tiles' pair: elements 0, 1, 4, 5 and 2, 3, 6, 7 (i % 4 < 2 and the others).
+        CHECK(xq[0].q4_start[0] == -8 * (127 + 2 + 0 + 2));
+        CHECK(xq[0].q4_start[1] == -8 * (-4 + 0 - 126 + 3));
         CHECK(xq[1].d == 0.0f);
         CHECK(xq[1].sum == 0);
         for (size_t i = 0; i < kQuantBlock; ++i) CHECK(xq[1].q[i] == 0);

@@ -57,9 +57,13 @@ static_assert(sizeof(PanelQ8) == 8 * sizeof(BlockQ8) && sizeof(PanelQ4) == 8 * s
 
 // Activations quantized for the int8 dot products of q8/q4 weights: x[i] ≈ d · q[i] within a
 // block of 32, q in [-127, 127], d = max|x| / 127; sum = Σ q (q4 weights subtract 8 · sum).
+// q4_start = {-8 · Σ q[i] over i % 4 < 2, -8 · Σ q[i] over i % 4 >= 2}: the same offset split the
+// way AVX2's maddubs pairs bytes 0-1 and 2-3 of every 4, which the q4 prefill tiles start their
+// int16 sums at (|Σ| <= 16 · 127, so both fit int16).
 struct BlockQ8A {
     float d;
     int32_t sum;
+    int16_t q4_start[2];
     int8_t q[kQuantBlock];
 };
 

@@ -16,7 +16,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <vector>
 
 #include "kernels/kernels.hpp"
 
@@ -226,6 +225,15 @@ void matvec_rows(const Elem* base, size_t n, const float* x, float* y, size_t r0
 
 // --- quantized: activations -----------------------------------------------------------------------
 
+// o.sum and o.q4_start from n partial sums t[j] of elements ≡ j (mod n), n a multiple of 4.
+inline void set_sums(BlockQ8A& o, const int32_t* t, size_t n) {
+    int32_t pair[2] = {0, 0};
+    for (size_t j = 0; j < n; ++j) pair[j % 4 / 2] += t[j];
+    o.sum = pair[0] + pair[1];
+    o.q4_start[0] = static_cast<int16_t>(-8 * pair[0]);
+    o.q4_start[1] = static_cast<int16_t>(-8 * pair[1]);
+}
+
 void quantize_acts(const float* x, size_t n, BlockQ8A* xq) {
     for (size_t b = 0; b < n / kQuantBlock; ++b) {
         const float* v = x + b * kQuantBlock;
@@ -244,7 +252,10 @@ void quantize_acts(const float* x, size_t n, BlockQ8A* xq) {
         q1 = _mm512_max_epi32(_mm512_min_epi32(q1, lim), nlim);
         _mm_storeu_si128(reinterpret_cast<__m128i*>(o.q), _mm512_cvtepi32_epi8(q0));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(o.q + 16), _mm512_cvtepi32_epi8(q1));
-        o.sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        // Lane j holds elements j and j + 16, which fall in the same half of the q4 pair.
+        int32_t t[16];
+        _mm512_storeu_si512(t, _mm512_add_epi32(q0, q1));
+        set_sums(o, t, 16);
 #elif SL_AVX2
         const __m256 sign = _mm256_set1_ps(-0.0f);
         __m256 f[4];
@@ -264,7 +275,11 @@ void quantize_acts(const float* x, size_t n, BlockQ8A* xq) {
             q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(f[k], vid));
             q[k] = _mm256_max_epi32(_mm256_min_epi32(q[k], lim), nlim);
         }
-        o.sum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+        // Lane j holds elements j, j + 8, j + 16 and j + 24, all in the same half of the q4 pair.
+        int32_t t[8];
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(t),
+                            _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+        set_sums(o, t, 8);
         // packs work within 128-bit lanes; the permute puts the 32 bytes back in order.
         const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(o.q),
@@ -274,13 +289,13 @@ void quantize_acts(const float* x, size_t n, BlockQ8A* xq) {
         for (size_t i = 0; i < kQuantBlock; ++i) amax = fmaxf(amax, fabsf(v[i]));
         const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
         o.d = amax / 127.0f;
-        int32_t sum = 0;
+        int32_t t[kQuantBlock];
         for (size_t i = 0; i < kQuantBlock; ++i) {
             const float q = fminf(127.0f, fmaxf(-127.0f, nearbyintf(v[i] * id)));
             o.q[i] = static_cast<int8_t>(q);
-            sum += o.q[i];
+            t[i] = o.q[i];
         }
-        o.sum = sum;
+        set_sums(o, t, kQuantBlock);
 #endif
     }
 }
@@ -532,33 +547,12 @@ void tile_q8(const PanelQ8* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuan
 }
 
 // A q4 tile starts each (vector, block) sum at the block's share of -8 · Σ q_x (the stored levels
-// are l + 8), instead of subtracting 8 · Σ q_x after: three fewer instructions per vector and block
-// in an epilogue that is a quarter of the kernel's time (a harness of tile_q4 alone: 70 -> 76 G
-// multiply-adds/s). AVX-512: the int32 -8 · Σ q_x. AVX2: the two int16 halves of a lane, where
-// maddubs pairs bytes 0-1 and 2-3 of each 4: -8 · Σ of the elements k % 4 < 2, and of the others;
-// the adds wrap, and the final halves, Σ l · q_x over 16 elements, are within ±16 · 8 · 127.
-[[maybe_unused]] uint32_t q4_tile_start(const BlockQ8A& x) {  // unused by the scalar build
-#if SL_AVX512
-    return uint32_t(-8 * x.sum);
-#elif SL_AVX2
-    // Pair sums in int16 (even lanes: bytes 0-1 of each 4, odd lanes: bytes 2-3), folded to one
-    // 32-bit lane by 16-bit adds, so the two halves stay apart; |Σ| ≤ 16 · 127 fits int16.
-    __m256i s = _mm256_maddubs_epi16(_mm256_set1_epi8(1),
-                                     _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q)));
-    s = _mm256_add_epi16(s, _mm256_permute2x128_si256(s, s, 1));
-    s = _mm256_add_epi16(s, _mm256_shuffle_epi32(s, 0x4e));
-    s = _mm256_add_epi16(s, _mm256_shuffle_epi32(s, 0xb1));
-    s = _mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), s), 3);
-    return uint32_t(_mm256_cvtsi256_si32(s));
-#else
-    (void)x;
-    return 0;  // not called: the scalar tile takes no starts
-#endif
-}
-
+// are l + 8; AVX2: BlockQ8A::q4_start, AVX-512: the int32 -8 · sum) instead of subtracting
+// 8 · Σ q_x after: fewer instructions per vector and block in an epilogue that was a quarter of
+// the kernel's time (a harness of tile_q4 alone: 70 -> 76 G multiply-adds/s). The int16 adds
+// wrap, and the final halves, Σ l · q_x over 16 elements, are within ±16 · 8 · 127.
 template <size_t T>
-void tile_q4(const PanelQ4* p, size_t nb, const BlockQ8A* xq, const uint32_t* start,
-             float (*out)[kQuantRows]) {
+void tile_q4(const PanelQ4* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
 #if SL_AVX512 || SL_AVX2
     for (size_t t = 0; t < T; ++t) _mm256_storeu_ps(out[t], _mm256_setzero_ps());
     const __m256i m4 = _mm256_set1_epi8(0x0f);
@@ -569,7 +563,15 @@ void tile_q4(const PanelQ4* p, size_t nb, const BlockQ8A* xq, const uint32_t* st
         // AVX-512: int32 sums (dpbusd). AVX2: int16 pairs, as 8 maddubs of levels ≤ 15 stay
         // below 8 · 2 · 15 · 127 < 2^15.
         __m256i s[T];
-        for (size_t t = 0; t < T; ++t) s[t] = _mm256_set1_epi32(int32_t(start[t * nb + b]));
+        for (size_t t = 0; t < T; ++t) {
+#if SL_AVX512
+            s[t] = _mm256_set1_epi32(-8 * xq[t * nb + b].sum);
+#else
+            int32_t pair;
+            memcpy(&pair, xq[t * nb + b].q4_start, 4);
+            s[t] = _mm256_set1_epi32(pair);
+#endif
+        }
         prefetch_panel<sizeof(PanelQ4)>(p + b);
         // Not unrolled: unrolled, GCC sums the products as a tree and spills them.
 #pragma GCC unroll 1
@@ -599,7 +601,6 @@ void tile_q4(const PanelQ4* p, size_t nb, const BlockQ8A* xq, const uint32_t* st
         }
     }
 #else
-    (void)start;
     for (size_t t = 0; t < T; ++t) {
         const PanelQ4* g = p;
         groups_q4<1>(&g, nb, xq + t * nb, out + t);
@@ -661,16 +662,9 @@ struct KernQ4 {
     static void groups(const Panel* const* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
         groups_q4<G>(p, nb, xq, out);
     }
-    // tile() wants q4_tile_start of every block; the scalar tile takes none.
-#if SL_AVX512 || SL_AVX2
-    static constexpr bool kTileStarts = true;
-#else
-    static constexpr bool kTileStarts = false;
-#endif
     template <size_t T>
-    static void tile(const Panel* p, size_t nb, const BlockQ8A* xq, const uint32_t* start,
-                     float (*out)[kQuantRows]) {
-        tile_q4<T>(p, nb, xq, start, out);
+    static void tile(const Panel* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
+        tile_q4<T>(p, nb, xq, out);
     }
     static float row(const Block* w, size_t nb, const BlockQ8A* xq) { return row_q4(w, nb, xq); }
 };
@@ -681,10 +675,8 @@ struct KernQ8 {
     static void groups(const Panel* const* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
         groups_q8<G>(p, nb, xq, out);
     }
-    static constexpr bool kTileStarts = false;
     template <size_t T>
-    static void tile(const Panel* p, size_t nb, const BlockQ8A* xq, const uint32_t*,
-                     float (*out)[kQuantRows]) {
+    static void tile(const Panel* p, size_t nb, const BlockQ8A* xq, float (*out)[kQuantRows]) {
         tile_q8<T>(p, nb, xq, out);
     }
     static float row(const Block* w, size_t nb, const BlockQ8A* xq) { return row_q8(w, nb, xq); }
@@ -692,48 +684,31 @@ struct KernQ8 {
 
 // One group against T = n vectors (n ≤ kTile).
 template <class K>
-void group_tile(const typename K::Panel* p, size_t nb, const BlockQ8A* xq, const uint32_t* start,
-                size_t n, float (*out)[kQuantRows]) {
+void group_tile(const typename K::Panel* p, size_t nb, const BlockQ8A* xq, size_t n,
+                float (*out)[kQuantRows]) {
     switch (n) {
-        case 6: K::template tile<6>(p, nb, xq, start, out); break;
-        case 5: K::template tile<5>(p, nb, xq, start, out); break;
-        case 4: K::template tile<4>(p, nb, xq, start, out); break;
-        case 3: K::template tile<3>(p, nb, xq, start, out); break;
-        case 2: K::template tile<2>(p, nb, xq, start, out); break;
-        default: K::template tile<1>(p, nb, xq, start, out); break;
+        case 6: K::template tile<6>(p, nb, xq, out); break;
+        case 5: K::template tile<5>(p, nb, xq, out); break;
+        case 4: K::template tile<4>(p, nb, xq, out); break;
+        case 3: K::template tile<3>(p, nb, xq, out); break;
+        case 2: K::template tile<2>(p, nb, xq, out); break;
+        default: K::template tile<1>(p, nb, xq, out); break;
     }
 }
 
-// Rows [r0, r1) of every group in [ga, gb) (rows of other groups untouched), m vectors; start:
-// the tiles' starting sums (K::kTileStarts), m · nb of them.
+// Rows [r0, r1) of every group in [ga, gb) (rows of other groups untouched), m vectors.
 template <class K>
 void groups_range(const typename K::Panel* panels, size_t nb, size_t ga, size_t gb,
-                  const BlockQ8A* xq, const uint32_t* start, size_t m, float* y, size_t ldy,
-                  size_t r0, size_t r1) {
+                  const BlockQ8A* xq, size_t m, float* y, size_t ldy, size_t r0, size_t r1) {
     for (size_t g = ga; g < gb; ++g) {
         const size_t a = max_size(r0, g * kQuantRows), e = min_size(r1, (g + 1) * kQuantRows);
         for (size_t t0 = 0; t0 < m; t0 += kTile) {
             const size_t n = min_size(kTile, m - t0);
             float out[kTile][kQuantRows];
-            group_tile<K>(panels + g * nb, nb, xq + t0 * nb, start ? start + t0 * nb : nullptr, n, out);
+            group_tile<K>(panels + g * nb, nb, xq + t0 * nb, n, out);
             for (size_t t = 0; t < n; ++t)
                 for (size_t r = a; r < e; ++r) y[(t0 + t) * ldy + r] = out[t][r - g * kQuantRows];
         }
-    }
-}
-
-// q4_tile_start of n blocks, in the thread's scratch; null for kernels that take none.
-template <class K>
-const uint32_t* tile_starts(const BlockQ8A* xq, size_t n) {
-    if constexpr (K::kTileStarts) {
-        thread_local std::vector<uint32_t> buf;
-        if (buf.size() < n) buf.resize(n);
-        for (size_t i = 0; i < n; ++i) buf[i] = q4_tile_start(xq[i]);
-        return buf.data();
-    } else {
-        (void)xq;
-        (void)n;
-        return nullptr;
     }
 }
 
@@ -746,22 +721,14 @@ void matmul_q_impl(const Matrix& w, const BlockQ8A* xq, size_t m, float* y, size
     const typename K::Block* tail =
         reinterpret_cast<const typename K::Block*>(panels + (full / kQuantRows) * nb);
     const size_t pr1 = min_size(r1, full);  // rows in panels: [r0, pr1)
-    // The tiles' starting sums, made on first use (a one-vector call reaches the tiles only for
-    // a range that splits a panel group).
-    const uint32_t* start = nullptr;
-    const auto starts = [&]() -> const uint32_t* {
-        if (!start) start = tile_starts<K>(xq, m * nb);
-        return start;
-    };
     if (r0 < pr1) {
         // Groups wholly inside the range: [ga, gb); at most one partial group on each side.
         const size_t ga = (r0 + kQuantRows - 1) / kQuantRows, gb = pr1 / kQuantRows;
         if (ga > gb) {  // the range lies inside one group
-            groups_range<K>(panels, nb, r0 / kQuantRows, r0 / kQuantRows + 1, xq, starts(), m, y, ldy,
-                            r0, pr1);
+            groups_range<K>(panels, nb, r0 / kQuantRows, r0 / kQuantRows + 1, xq, m, y, ldy, r0, pr1);
         } else {
-            if (r0 % kQuantRows) groups_range<K>(panels, nb, ga - 1, ga, xq, starts(), m, y, ldy, r0, pr1);
-            if (pr1 % kQuantRows) groups_range<K>(panels, nb, gb, gb + 1, xq, starts(), m, y, ldy, r0, pr1);
+            if (r0 % kQuantRows) groups_range<K>(panels, nb, ga - 1, ga, xq, m, y, ldy, r0, pr1);
+            if (pr1 % kQuantRows) groups_range<K>(panels, nb, gb, gb + 1, xq, m, y, ldy, r0, pr1);
             if (m == 1) {
                 // One vector: four groups a quarter of the range apart at once, four streams.
                 const size_t n = gb - ga, q = (n + 3) / 4;
@@ -786,7 +753,7 @@ void matmul_q_impl(const Matrix& w, const BlockQ8A* xq, size_t m, float* y, size
                         memcpy(y + gs[j] * kQuantRows, out[j], sizeof out[j]);
                 }
             } else {
-                groups_range<K>(panels, nb, ga, gb, xq, starts(), m, y, ldy, r0, r1);
+                groups_range<K>(panels, nb, ga, gb, xq, m, y, ldy, r0, r1);
             }
         }
     }

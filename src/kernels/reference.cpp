@@ -159,11 +159,15 @@ void ref_quantize_acts(const float* x, size_t n, BlockQ8A* xq) {
         const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
         xq[b].d = amax / 127.0f;
         xq[b].sum = 0;
+        int32_t pair[2] = {0, 0};
         for (size_t i = 0; i < kQuantBlock; ++i) {
             const float q = std::min(127.0f, std::max(-127.0f, std::nearbyint(v[i] * id)));
             xq[b].q[i] = static_cast<int8_t>(q);
             xq[b].sum += xq[b].q[i];
+            pair[i % 4 / 2] += xq[b].q[i];
         }
+        xq[b].q4_start[0] = static_cast<int16_t>(-8 * pair[0]);
+        xq[b].q4_start[1] = static_cast<int16_t>(-8 * pair[1]);
     }
 }
 
