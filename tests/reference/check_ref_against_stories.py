@@ -12,13 +12,13 @@ data folder is missing (1 when it is missing and CI=true).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import shared_data  # noqa: E402
 from llama_ref import LlamaRef  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -30,13 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared-data", type=Path, default=DEFAULT_SHARED)
     a = ap.parse_args(argv)
     model_dir = a.shared_data / "stories260K-hf"
-    if not model_dir.is_dir():
-        # As the C++ data tests do: under CI the shared data must be there.
-        if os.environ.get("CI") == "true":
-            print(f"FAIL: {model_dir} not found but CI=true")
-            return 1
-        print(f"SKIP: {model_dir} not found (a fresh clone has no shared data)")
-        return 0
+    if (rc := shared_data.missing(model_dir)) is not None:
+        return rc
 
     expected = [int(t) for t in (model_dir / "expected_greedy_200_ids.txt").read_text().split()]
     ref_logits = np.fromfile(model_dir / "reference_logits_greedy200.f32", dtype="<f4")
