@@ -11,7 +11,8 @@ foreach(isa scalar avx2 avx512)
                              STACKLLAMA_KERNEL_ISA_${isa}=1)
   # GCC 12 warns falsely inside its own AVX-512 headers (_mm512_undefined_*).
   target_compile_options(stackllama_kernels_${isa} PRIVATE ${_sl_isa_flags_${isa}} -Wall -Wextra
-                         -Wno-uninitialized -Wno-maybe-uninitialized)
+                         -Wno-uninitialized
+                         $<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized>)
   target_include_directories(stackllama_kernels_${isa} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
   set_target_properties(stackllama_kernels_${isa} PROPERTIES
     POSITION_INDEPENDENT_CODE ON CXX_VISIBILITY_PRESET hidden)

@@ -515,3 +515,59 @@ TEST_CASE("matmul with quantized weights: each row as its lone matvec, across th
         }
     }
 }
+
+TEST_CASE("matmul_shared_input: each output as its own matmul, in one dispatch or not") {
+    std::mt19937 rng(93);
+    ThreadPool pool(2);
+    std::vector<float> scratch;
+    const size_t cols = 256;
+    // Row counts that end mid-panel, a single panel, and a group larger than one dispatch takes.
+    const size_t rows[] = {1003, 256, 17, 8, 40, 3, 64, 9, 200};
+    for (const KernelTable* kt : supported_tables()) {
+        CAPTURE(kt->name);
+        // All q8/q4 (mixed), all f16/f32 (mixed), and quantized beside f32 (one matmul each).
+        const std::vector<std::vector<WeightType>> mixes = {
+            {WeightType::q4, WeightType::q8, WeightType::q4},
+            {WeightType::q8, WeightType::q4, WeightType::q4, WeightType::q8, WeightType::q4,
+             WeightType::q4, WeightType::q8, WeightType::q4, WeightType::q4},
+            {WeightType::f16, WeightType::f32},
+            {WeightType::q4, WeightType::f32}};
+        for (const auto& types : mixes) {
+            std::vector<QuantMatrix> qm;
+            std::vector<RandomMatrix> fm;
+            qm.reserve(types.size());
+            fm.reserve(types.size());
+            std::vector<const Matrix*> ws;
+            for (size_t j = 0; j < types.size(); ++j) {
+                if (weight_type_quantized(types[j])) {
+                    qm.emplace_back(types[j], rows[j], cols, rng);
+                    ws.push_back(&qm.back().m);
+                } else {
+                    fm.emplace_back(types[j], rows[j], cols, rng);
+                    ws.push_back(&fm.back().m);
+                }
+            }
+            for (size_t m : {size_t(1), size_t(5), size_t(70)}) {
+                CAPTURE(types.size());
+                CAPTURE(m);
+                auto x = random_vec(m * cols, rng);
+                std::vector<std::vector<float>> ys(ws.size()), alone(ws.size());
+                std::vector<float*> yp;
+                for (size_t j = 0; j < ws.size(); ++j) {
+                    ys[j].assign(m * ws[j]->rows, -7.0f);
+                    alone[j].resize(m * ws[j]->rows);
+                    yp.push_back(ys[j].data());
+                    matmul(*kt, *ws[j], x.data(), m, alone[j].data(), pool, scratch);
+                }
+                matmul_shared_input(*kt, ws.data(), yp.data(), ws.size(), x.data(), m, pool,
+                                    scratch);
+                for (size_t j = 0; j < ws.size(); ++j) {
+                    CAPTURE(j);
+                    size_t differ = 0;
+                    for (size_t i = 0; i < ys[j].size(); ++i) differ += ys[j][i] != alone[j][i];
+                    REQUIRE(differ == 0);
+                }
+            }
+        }
+    }
+}

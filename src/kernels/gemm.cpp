@@ -20,29 +20,80 @@ const BlockQ8A* quantize_rows_of_x(const KernelTable& kt, const float* x, size_t
     return xq.data();
 }
 
-// Splits the rows of a q8/q4 matrix on panel boundaries (8 rows), so no panel is computed twice.
-void parallel_panels(ThreadPool& pool, size_t rows, size_t work_per_row,
-                     const std::function<void(size_t, size_t)>& fn) {
-    const size_t groups = (rows + kQuantRows - 1) / kQuantRows;
-    const size_t grain = std::max<size_t>(1, 65536 / std::max<size_t>(1, work_per_row * kQuantRows));
-    pool.parallel_for(groups, grain, [&](size_t g0, size_t g1) {
-        fn(g0 * kQuantRows, std::min(rows, g1 * kQuantRows));
+// Matrices one dispatch may cover; more are taken in groups of this many.
+constexpr size_t kMaxShared = 8;
+
+// Runs fn(j, u0, u1) on units [u0, u1) of matrix j, where matrix j < n has units[j] units (rows
+// or panels), the units of all n split across the pool as one range.
+void parallel_units(ThreadPool& pool, const size_t* units, size_t n, size_t grain,
+                    const std::function<void(size_t, size_t, size_t)>& fn) {
+    size_t total = 0;
+    for (size_t j = 0; j < n; ++j) total += units[j];
+    pool.parallel_for(total, grain, [&](size_t a, size_t b) {
+        size_t first = 0;
+        for (size_t j = 0; j < n && a < b; first += units[j], ++j) {
+            const size_t end = first + units[j];
+            if (a >= end) continue;
+            const size_t stop = std::min(b, end);
+            fn(j, a - first, stop - first);
+            a = stop;
+        }
     });
+}
+
+// Whether n matrices of one input can share a dispatch: same row length, and either all q8/q4
+// (the integer path, any m) or none (m == 1, matrix-vector).
+bool one_dispatch(const Matrix* const* w, size_t n, size_t m) {
+    size_t quantized = 0;
+    for (size_t j = 0; j < n; ++j) {
+        if (w[j]->cols != w[0]->cols) return false;
+        quantized += weight_type_quantized(w[j]->type) ? 1 : 0;
+    }
+    return quantized == n || (quantized == 0 && m == 1);
+}
+
+// Y_j = X · W_j^T for n <= kMaxShared matrices that one_dispatch accepts.
+void products(const KernelTable& kt, const Matrix* const* w, float* const* y, size_t n,
+              const float* x, size_t m, ThreadPool& pool) {
+    const size_t cols = w[0]->cols;
+    size_t units[kMaxShared];
+    if (!weight_type_quantized(w[0]->type)) {
+        for (size_t j = 0; j < n; ++j) units[j] = w[j]->rows;
+        // Below ~64K multiply-adds a second thread costs more than it saves.
+        const size_t grain = std::max<size_t>(1, 65536 / std::max<size_t>(1, cols));
+        parallel_units(pool, units, n, grain, [&](size_t j, size_t r0, size_t r1) {
+            kt.matvec(*w[j], x, y[j], r0, r1);
+        });
+        return;
+    }
+    // Integer products of quantized activations (x quantized once for every matrix), the weights
+    // read once per chunk of vectors; a chunk's activations (64 · cols bytes) stay in L2 while
+    // the panels stream past. Rows are split on panel boundaries (8 rows): no panel is computed
+    // twice.
+    const BlockQ8A* xq = quantize_rows_of_x(kt, x, m, cols);
+    for (size_t j = 0; j < n; ++j) units[j] = (w[j]->rows + kQuantRows - 1) / kQuantRows;
+    const size_t nb = cols / kQuantBlock, chunk = 64;
+    for (size_t t0 = 0; t0 < m; t0 += chunk) {
+        const size_t v = std::min(chunk, m - t0);
+        const size_t grain = std::max<size_t>(1, 65536 / std::max<size_t>(1, cols * v * kQuantRows));
+        parallel_units(pool, units, n, grain, [&](size_t j, size_t g0, size_t g1) {
+            const Matrix& wj = *w[j];
+            const size_t r0 = g0 * kQuantRows, r1 = std::min(wj.rows, g1 * kQuantRows);
+            if (m == 1) {
+                kt.matvec_q(wj, xq, y[j], r0, r1);
+            } else {
+                kt.matmul_q(wj, xq + t0 * nb, v, y[j] + t0 * wj.rows, wj.rows, r0, r1);
+            }
+        });
+    }
 }
 
 }  // namespace
 
 void matvec(const KernelTable& kt, const Matrix& w, const float* x, float* y, ThreadPool& pool) {
-    if (weight_type_quantized(w.type)) {
-        // x is quantized once for all row ranges.
-        const BlockQ8A* xq = quantize_rows_of_x(kt, x, 1, w.cols);
-        parallel_panels(pool, w.rows, w.cols,
-                        [&](size_t r0, size_t r1) { kt.matvec_q(w, xq, y, r0, r1); });
-        return;
-    }
-    // Below ~64K multiply-adds a second thread costs more than it saves.
-    const size_t grain = std::max<size_t>(1, 65536 / std::max<size_t>(1, w.cols));
-    pool.parallel_for(w.rows, grain, [&](size_t r0, size_t r1) { kt.matvec(w, x, y, r0, r1); });
+    const Matrix* ws[1] = {&w};
+    float* ys[1] = {y};
+    products(kt, ws, ys, 1, x, 1, pool);
 }
 
 bool matmul_uses_int8(const KernelTable& kt, const Matrix& w, size_t m) {
@@ -63,19 +114,25 @@ void matmul(const KernelTable& kt, const Matrix& w, const float* x, size_t m, fl
         return;
     }
     if (matmul_uses_int8(kt, w, m)) {
-        // Integer products of quantized activations, the weights read once per chunk of vectors;
-        // a chunk's activations (64 · cols bytes) stay in L2 while the panels stream past.
-        const BlockQ8A* xq = quantize_rows_of_x(kt, x, m, w.cols);
-        const size_t nb = w.cols / kQuantBlock, chunk = 64;
-        for (size_t t0 = 0; t0 < m; t0 += chunk) {
-            const size_t n = std::min(chunk, m - t0);
-            parallel_panels(pool, w.rows, w.cols * n, [&](size_t r0, size_t r1) {
-                kt.matmul_q(w, xq + t0 * nb, n, y + t0 * w.rows, w.rows, r0, r1);
-            });
-        }
+        const Matrix* ws[1] = {&w};
+        float* ys[1] = {y};
+        products(kt, ws, ys, 1, x, m, pool);
         return;
     }
     matmul_widened(kt, w, x, m, y, pool, scratch);
+}
+
+void matmul_shared_input(const KernelTable& kt, const Matrix* const* w, float* const* y,
+                         size_t n, const float* x, size_t m, ThreadPool& pool,
+                         std::vector<float>& scratch) {
+    if (n == 0 || m == 0) return;
+    if (!one_dispatch(w, n, m)) {
+        for (size_t j = 0; j < n; ++j) matmul(kt, *w[j], x, m, y[j], pool, scratch);
+        return;
+    }
+    for (size_t j0 = 0; j0 < n; j0 += kMaxShared) {
+        products(kt, w + j0, y + j0, std::min(kMaxShared, n - j0), x, m, pool);
+    }
 }
 
 void matmul_widened(const KernelTable& kt, const Matrix& w, const float* x, size_t m, float* y,

@@ -24,6 +24,15 @@ void matvec(const KernelTable& kt, const Matrix& w, const float* x, float* y, Th
 void matmul(const KernelTable& kt, const Matrix& w, const float* x, size_t m, float* y,
             ThreadPool& pool, std::vector<float>& scratch);
 
+// Y_j[m, rows_j] = X[m, cols] · W_j^T for j < n: several matrices of one input (q/k/v,
+// gate/up), each Y_j bit-identical to matmul(kt, *w[j], x, m, y[j], ...). When the products take
+// the integer path (all q8/q4) or are matrix-vector (m == 1), X is quantized once and the rows of
+// all n matrices are split across the pool in one dispatch (per chunk of vectors), so a small
+// matrix does not pay a fork and join of its own; otherwise one matmul per matrix.
+void matmul_shared_input(const KernelTable& kt, const Matrix* const* w, float* const* y,
+                         size_t n, const float* x, size_t m, ThreadPool& pool,
+                         std::vector<float>& scratch);
+
 // The widening path of matmul for any type: tiles of W widened to f32 with kt.rows_to_f32 into
 // `scratch`, multiplied by OpenBLAS sgemm.
 void matmul_widened(const KernelTable& kt, const Matrix& w, const float* x, size_t m, float* y,

@@ -98,12 +98,6 @@ inline float hsum(__m256 v) {
     lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
     return _mm_cvtss_f32(lo);
 }
-inline int32_t hsum_i32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
 // 8 int32 lanes, lane k = Σ_{j<4} u[4k+j] · s[4k+j]; u unsigned bytes, s signed bytes, no
 // pair of products above 2 · 128 · 127 (so maddubs does not saturate).
 inline __m256i dot_us(__m256i u, __m256i s) {
@@ -316,7 +310,7 @@ void quantize_acts(const float* x, size_t n, BlockQ8A* xq) {
 #endif
 // Panels of a group are one sequential stream; asking for the lines this far ahead keeps more
 // reads in flight than the hardware prefetcher does for a single stream.
-constexpr size_t kPrefetchBytes = SL_PREFETCH;
+[[maybe_unused]] constexpr size_t kPrefetchBytes = SL_PREFETCH;  // unused by the scalar build
 template <size_t Bytes>
 inline void prefetch_panel(const void* p) {
 #if SL_AVX512 || SL_AVX2

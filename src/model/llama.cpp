@@ -125,17 +125,43 @@ void product(const kernels::KernelTable& kt, const kernels::Matrix& w, const flo
     }
 }
 
+// y[m, out] += the low-rank terms of attached adapters on x[m, in] (W: the base matrix).
+void add_low_rank_terms(const kernels::KernelTable& kt, const kernels::Matrix& w,
+                        const std::vector<LowRankTerm>& terms, const float* x, size_t m, float* y,
+                        ThreadPool& pool, LlamaState& s) {
+    for (const LowRankTerm& t : terms) {
+        kernels::matmul_add_low_rank(kt, t.a, t.b, t.scale, x, m, y, pool, s.lora_scratch);
+        if (t.b_bias) {
+            for (size_t i = 0; i < m; ++i) kt.axpy(t.scale, t.b_bias, y + i * w.rows, w.rows);
+        }
+    }
+}
+
 // y[m, out] = x[m, in] · W^T, plus the low-rank terms of attached adapters.
 void linear(const kernels::KernelTable& kt, const kernels::Matrix& w,
             const std::vector<LowRankTerm>* terms, const float* x, size_t m, float* y,
             ThreadPool& pool, LlamaState& s) {
     product(kt, w, x, m, y, pool, s);
-    if (!terms) return;
-    for (const LowRankTerm& t : *terms) {
-        kernels::matmul_add_low_rank(kt, t.a, t.b, t.scale, x, m, y, pool, s.lora_scratch);
-        if (t.b_bias) {
-            for (size_t i = 0; i < m; ++i) kt.axpy(t.scale, t.b_bias, y + i * w.rows, w.rows);
-        }
+    if (terms) add_low_rank_terms(kt, w, *terms, x, m, y, pool, s);
+}
+
+// linear() for n matrices of one input x, their products in one dispatch where the kernels allow
+// (kernels::matmul_shared_input; each output bit-identical to its own linear()).
+template <size_t n>
+void linear_shared(const kernels::KernelTable& kt, const kernels::Matrix* const (&w)[n],
+                   const std::vector<LowRankTerm>* const (&terms)[n], const float* x, size_t m,
+                   float* const (&y)[n], ThreadPool& pool, LlamaState& s) {
+    bool batched_f = false;  // product()'s row-batched path for a few unquantized rows
+    for (size_t j = 0; j < n; ++j) {
+        batched_f |= m > 1 && m <= kMultiRows && !kernels::weight_type_quantized(w[j]->type);
+    }
+    if (batched_f) {
+        for (size_t j = 0; j < n; ++j) linear(kt, *w[j], terms[j], x, m, y[j], pool, s);
+        return;
+    }
+    kernels::matmul_shared_input(kt, w, y, n, x, m, pool, s.gemm_scratch);
+    for (size_t j = 0; j < n; ++j) {
+        if (terms[j]) add_low_rank_terms(kt, *w[j], *terms[j], x, m, y[j], pool, s);
     }
 }
 
@@ -170,9 +196,8 @@ void forward_chunk(const ModelConfig& c, const LlamaWeights& w, const WeightOver
         // Attention block: x += Wo · attention(rope(Wq·h), rope(Wk·h), Wv·h), h = rmsnorm(x).
         for (size_t i = 0; i < m; ++i)
             kt.rmsnorm(x + i * hidden, L.attn_norm.data(), xb + i * hidden, hidden, eps);
-        linear(kt, L.wq, lora(kQ), xb, m, q, pool, s);
-        linear(kt, L.wk, lora(kK), xb, m, k, pool, s);
-        linear(kt, L.wv, lora(kV), xb, m, v, pool, s);
+        linear_shared<3>(kt, {&L.wq, &L.wk, &L.wv}, {lora(kQ), lora(kK), lora(kV)}, xb, m,
+                         {q, k, v}, pool, s);
         for (size_t i = 0; i < m; ++i) {
             const size_t pos = size_t(positions[i]);
             const float* cos = s.rope_cos.data() + pos * half;
@@ -207,8 +232,8 @@ void forward_chunk(const ModelConfig& c, const LlamaWeights& w, const WeightOver
         // Feed-forward block (SwiGLU): x += W_down · (silu(W_gate·h) ⊙ W_up·h), h = rmsnorm(x).
         for (size_t i = 0; i < m; ++i)
             kt.rmsnorm(x + i * hidden, L.ffn_norm.data(), xb + i * hidden, hidden, eps);
-        linear(kt, L.w_gate, lora(kGate), xb, m, gate, pool, s);
-        linear(kt, L.w_up, lora(kUp), xb, m, up, pool, s);
+        linear_shared<2>(kt, {&L.w_gate, &L.w_up}, {lora(kGate), lora(kUp)}, xb, m, {gate, up},
+                         pool, s);
         kt.silu_mul(gate, up, m * ffn);
         linear(kt, L.w_down, lora(kDown), gate, m, xb, pool, s);
         kt.add(x, xb, m * hidden);
