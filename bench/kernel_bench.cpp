@@ -182,7 +182,8 @@ void bench_sweep(const Options& o, ThreadPool& pool) {
     const ModelShape models[] = {{"1.1B", 2048, 5632, 256, 22, 32000},
                                  {"7B", 4096, 11008, 4096, 32, 32000}};
     std::printf("\n## Decode sweep: every matrix of the model once (7 per layer and the LM head), "
-                "as one decoded token reads them; %d threads\n\n", o.threads);
+                "as one decoded token reads them, in the model's dispatches ({q,k,v}, o, "
+                "{gate,up}, down); %d threads\n\n", o.threads);
     std::printf("Matrix-vector time only (no attention, norms or sampling): an upper bound on "
                 "decode tokens/s. Wall clock median (best) [cpu]; bw = read bandwidth measured just "
                 "before, the same ways.\n\n");
@@ -203,30 +204,37 @@ void bench_sweep(const Options& o, ThreadPool& pool) {
                 per_shape.push_back(make_set(t, shapes[k][0], shapes[k][1],
                                              per_layer[k] * ms.layers, pool));
             MatrixSet head = make_set(t, ms.vocab, ms.dim, 1, pool);
-            // In decode order: q, k, v, o, gate, up, down per layer, then the head.
-            std::vector<const Matrix*> order;
+            // In decode order, grouped as the model runs them (one dispatch per group, products of
+            // one input together): {q, k, v}, o, {gate, up}, down per layer, then the head.
+            std::vector<std::vector<const Matrix*>> order;
             size_t bytes = head.bytes();
             for (size_t l = 0; l < ms.layers; ++l) {
-                const Matrix* seq[7] = {&per_shape[0].copies[2 * l].m, &per_shape[1].copies[2 * l].m,
-                                        &per_shape[1].copies[2 * l + 1].m, &per_shape[0].copies[2 * l + 1].m,
-                                        &per_shape[2].copies[2 * l].m, &per_shape[2].copies[2 * l + 1].m,
-                                        &per_shape[3].copies[l].m};
-                for (const Matrix* m : seq) {
-                    order.push_back(m);
-                    bytes += m->bytes();
-                }
+                order.push_back({&per_shape[0].copies[2 * l].m, &per_shape[1].copies[2 * l].m,
+                                 &per_shape[1].copies[2 * l + 1].m});
+                order.push_back({&per_shape[0].copies[2 * l + 1].m});
+                order.push_back({&per_shape[2].copies[2 * l].m, &per_shape[2].copies[2 * l + 1].m});
+                order.push_back({&per_shape[3].copies[l].m});
             }
-            order.push_back(&head.copies[0].m);
-            std::vector<float> x(std::max(ms.dim, ms.ffn), 0.01f), y(std::max(ms.vocab, ms.ffn));
+            order.push_back({&head.copies[0].m});
+            for (const auto& group : order)
+                for (const Matrix* m : group) bytes += m->bytes();
+            std::vector<float> x(std::max(ms.dim, ms.ffn), 0.01f);
+            std::vector<std::vector<float>> y(3, std::vector<float>(std::max(ms.vocab, ms.ffn)));
+            float* ys[3] = {y[0].data(), y[1].data(), y[2].data()};
+            std::vector<float> scratch;
+            const auto token = [&](const KernelTable& kt) {
+                for (const auto& g : order)
+                    matmul_shared_input(kt, g.data(), ys, g.size(), x.data(), 1, pool, scratch);
+            };
             for (const Isa_& isa : isas(o)) {
                 if (std::string(isa.name) == "scalar") continue;
                 const stackllama_bench::Bandwidth bw =
                     stackllama_bench::read_bandwidth(o.threads, size_t(256) << 20, 3);
-                for (const Matrix* m : order) matvec(*isa.table, *m, x.data(), y.data(), pool);
+                token(*isa.table);
                 std::vector<double> wall, cpu;
                 for (int r = 0; r < o.reps; ++r) {
                     const stackllama_bench::Stamp t0 = stackllama_bench::now();
-                    for (const Matrix* m : order) matvec(*isa.table, *m, x.data(), y.data(), pool);
+                    token(*isa.table);
                     const stackllama_bench::Stamp t1 = stackllama_bench::now();
                     wall.push_back(t1.wall - t0.wall);
                     cpu.push_back((t1.cpu - t0.cpu) / o.threads);
