@@ -217,8 +217,9 @@ void forward_chunk(const ModelConfig& c, const LlamaWeights& w, const WeightOver
         pool.run(pool.size(), [&](int t) {
             float* scores = s.scores.data() + size_t(t) * kernels::kAttendGroup * size_t(s.n_ctx);
             for (size_t job = size_t(t); job < m * n_kv_heads * blocks; job += size_t(pool.size())) {
-                const size_t i = job / (n_kv_heads * blocks), h = job / blocks % n_kv_heads;
-                const size_t first = h * group + job % blocks * kernels::kAttendGroup;  // query head
+                // Rows inner: consecutive jobs read the same KV head, which stays in cache.
+                const size_t i = job % m, hb = job / m, h = hb / blocks;
+                const size_t first = h * group + hb % blocks * kernels::kAttendGroup;  // query head
                 const size_t n_q = std::min(kernels::kAttendGroup, (h + 1) * group - first);
                 const size_t base = s.kv_offset(c, int(l), int(h), seqs[i]);
                 kt.attend(q + i * q_dim + first * hd, n_q, &s.k_cache[base], &s.v_cache[base],
