@@ -1287,6 +1287,11 @@ TEST_CASE("19: model path that does not exist, or is a file") {
         const std::string m = load_error("n_threads -1", ErrorCode::invalid_argument,
                                          fixture_case("gqa_f32"), p);
         CHECK_NAMES(m, "n_threads");
+        p.n_threads = 1 << 20;  // a million threads: refused before any is started
+        const std::string big = load_error("n_threads 1048576", ErrorCode::invalid_argument,
+                                           fixture_case("gqa_f32"), p);
+        CHECK_NAMES(big, "n_threads");
+        CHECK_NAMES(big, "1048576");
     }
 }
 

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -105,4 +106,51 @@ TEST_CASE("thread pool: a job of more tasks than one state word counts") {
     int wrong = 0;
     for (int i = 0; i < n; ++i) wrong += hits[static_cast<size_t>(i)].load() != 1;
     CHECK(wrong == 0);
+}
+
+TEST_CASE("thread pool: one pool driven from several threads at once takes their jobs in turn") {
+    for (int threads : {1, 2, 3}) {
+        CAPTURE(threads);
+        ThreadPool pool(threads);
+        std::atomic<int> overlaps{0}, failures{0};
+        std::mutex mu;  // guards active_job and active_tasks
+        int active_job = -1, active_tasks = 0;
+        const auto enter = [&](int job) {
+            std::lock_guard<std::mutex> lock(mu);
+            if (active_tasks > 0 && active_job != job) overlaps.fetch_add(1);
+            active_job = job;
+            ++active_tasks;
+        };
+        const auto leave = [&] {
+            std::lock_guard<std::mutex> lock(mu);
+            --active_tasks;
+        };
+        std::vector<std::thread> drivers;
+        for (int d = 0; d < 4; ++d) {
+            drivers.emplace_back([&, d] {
+                for (int j = 0; j < 300; ++j) {
+                    const size_t n = 50 + size_t(d) * 7 + size_t(j % 13);
+                    std::vector<std::atomic<int>> seen(n);
+                    for (auto& s : seen) s.store(0);
+                    // A job's tasks never overlap another caller's job.
+                    const int job = d * 1000 + j;
+                    pool.run(int(n), [&](int i) {
+                        enter(job);
+                        volatile double w = 0;
+                        for (int k = 0; k < 300; ++k) w = w + k;
+                        seen[size_t(i)].fetch_add(1);
+                        leave();
+                    });
+                    for (auto& s : seen) failures.fetch_add(s.load() != 1);
+                    pool.parallel_for(n, 3, [&](size_t a, size_t b) {
+                        for (size_t i = a; i < b; ++i) seen[i].fetch_add(1);
+                    });
+                    for (auto& s : seen) failures.fetch_add(s.load() != 2);
+                }
+            });
+        }
+        for (auto& t : drivers) t.join();
+        CHECK(failures.load() == 0);
+        CHECK(overlaps.load() == 0);
+    }
 }

@@ -142,10 +142,10 @@ Model::~Model() = default;
 std::shared_ptr<const Model> Model::load(const std::string& path, const ModelParams& params) {
     const auto t0 = std::chrono::steady_clock::now();
     if (path.empty()) throw Error(ErrorCode::invalid_argument, "model path is empty");
-    if (params.n_threads < 0)
+    if (params.n_threads < 0 || params.n_threads > kMaxThreads)
         throw Error(ErrorCode::invalid_argument,
-                    "n_threads must be 0 (all cores) or positive, got " +
-                        std::to_string(params.n_threads));
+                    "n_threads must be 0 (all cores) or 1 to " + std::to_string(kMaxThreads) +
+                        ", got " + std::to_string(params.n_threads));
     if (params.weight_type && !parse_dtype_name(dtype_name(*params.weight_type), nullptr))
         throw Error(ErrorCode::invalid_argument,
                     "ModelParams.weight_type is not a known DType (" +

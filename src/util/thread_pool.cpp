@@ -114,17 +114,24 @@ void ThreadPool::worker_loop() {
 
 void ThreadPool::run(int n_tasks, const std::function<void(int)>& fn) {
     if (n_tasks <= 0) return;
+    // Callers sharing the pool take turns, so a shared pool of n computes on n threads in all.
+    std::lock_guard<std::mutex> turn(job_mu_);
     if (n_threads_ == 1 || n_tasks == 1) {
         for (int i = 0; i < n_tasks; ++i) fn(i);
         return;
     }
-    if (n_tasks > kMaxTasks) {  // the state word counts tasks in 16 bits: run in slices
-        for (int first = 0; first < n_tasks; first += kMaxTasks) {
-            const int count = std::min(kMaxTasks, n_tasks - first);
-            run(count, [&](int i) { fn(first + i); });
+    // The state word counts tasks in 16 bits: run in slices.
+    for (int first = 0; first < n_tasks; first += kMaxTasks) {
+        const int count = std::min(kMaxTasks, n_tasks - first);
+        if (first == 0 && count == n_tasks) {
+            run_job(n_tasks, fn);
+        } else {
+            run_job(count, [&](int i) { fn(first + i); });
         }
-        return;
     }
+}
+
+void ThreadPool::run_job(int n_tasks, const std::function<void(int)>& fn) {
     job_.store(&fn, std::memory_order_release);
     tasks_done_.store(0);
     // Publishes the job: a worker that sees the new generation sees job_ (release/acquire).

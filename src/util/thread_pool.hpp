@@ -14,6 +14,10 @@
 
 namespace stackllama {
 
+// Most threads a pool (or a Model's n_threads) may ask for: far above any core count, low enough
+// that a mistaken value is an error rather than thousands of threads.
+constexpr int kMaxThreads = 1024;
+
 class ThreadPool {
 public:
     explicit ThreadPool(int n_threads);
@@ -23,8 +27,9 @@ public:
 
     int size() const { return n_threads_; }
 
-    // Runs fn(i) for i in [0, n_tasks) across the pool and returns when all are done. Not
-    // reentrant: fn must not call run() on the same pool.
+    // Runs fn(i) for i in [0, n_tasks) across the pool and returns when all are done. Threads
+    // that share the pool (Generators given one WorkerPool) may call it at once: their jobs run
+    // one after another. Not reentrant: fn must not call run() on the same pool.
     void run(int n_tasks, const std::function<void(int)>& fn);
 
     // Splits [0, n) into contiguous ranges, at least `grain` long, up to four per thread, which
@@ -39,6 +44,7 @@ private:
     // sleeps: long enough to span the gaps between the operations of a decoded token.
     static constexpr std::chrono::microseconds kSpin{2000};
 
+    void run_job(int n_tasks, const std::function<void(int)>& fn);
     void worker_loop();
     void work_on(uint64_t gen);
     // Polls ready() (spinning, then yielding) for up to kSpin; false if it never held.
@@ -46,7 +52,8 @@ private:
 
     int n_threads_;
     std::vector<std::thread> workers_;
-    std::mutex mu_;  // only for sleeping and waking
+    std::mutex job_mu_;  // held by the caller whose job runs: one job at a time
+    std::mutex mu_;      // only for sleeping and waking
     std::condition_variable start_cv_;
     std::condition_variable done_cv_;
     static constexpr int kMaxTasks = 0xffff;  // tasks per job in state_; run() slices above
