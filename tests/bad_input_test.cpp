@@ -27,6 +27,7 @@
 #include "stackllama/error.hpp"
 #include "stackllama/generator.hpp"
 #include "stackllama/model.hpp"
+#include "stackllama/worker_pool.hpp"
 #include "test_support.hpp"
 
 namespace fs = std::filesystem;
@@ -1292,6 +1293,17 @@ TEST_CASE("19: model path that does not exist, or is a file") {
                                            fixture_case("gqa_f32"), p);
         CHECK_NAMES(big, "n_threads");
         CHECK_NAMES(big, "1048576");
+    }
+    for (int n : {-1, 1025}) {  // a WorkerPool of as many threads
+        CAPTURE(n);
+        try {
+            stackllama::WorkerPool pool(n);
+            FAIL("WorkerPool(" << n << ") was made");
+        } catch (const stackllama::Error& e) {
+            CHECK(e.code() == ErrorCode::invalid_argument);
+            CHECK_NAMES(std::string(e.what()), "n_threads");
+            CHECK_NAMES(std::string(e.what()), std::to_string(n));
+        }
     }
 }
 

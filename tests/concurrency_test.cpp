@@ -6,7 +6,9 @@
 // same jobs are then run by 8 Generators on 8 threads at once, several rounds each, and must give
 // the same tokens and bit-identical logits. A second test has one generator attach and detach
 // adapters in a loop while another, on the same model and adapters, runs a fixed job: the latter
-// never sees a difference. Run under ThreadSanitizer by the tsan preset (CMakePresets.json).
+// never sees a difference. The same 8 threads again with every Generator on one shared WorkerPool,
+// and a count of the process's threads: Generators given a pool start none of their own. Run under
+// ThreadSanitizer by the tsan preset (CMakePresets.json).
 //
 // Material: the adapter fixtures (<fixtures>/adapters, tests/reference/make_adapter_fixtures.py)
 // when present, else the gqa_f32 model fixture with adapters written by tools/make_peft_adapter.py
@@ -19,6 +21,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -30,6 +33,7 @@
 #include "stackllama/error.hpp"
 #include "stackllama/generator.hpp"
 #include "stackllama/model.hpp"
+#include "stackllama/worker_pool.hpp"
 #include "test_support.hpp"
 
 namespace fs = std::filesystem;
@@ -225,32 +229,21 @@ Loaded load_all() {
     return l;
 }
 
-}  // namespace
-
-TEST_CASE("8 generators on 8 threads give the tokens and logits of the same runs done in turn") {
-    Loaded l = load_all();
-    const int vocab = l.model->config().vocab_size;
-    const std::vector<Job> jobs = make_jobs(l.adapters.size(), vocab);
-
-    // The reference: each job alone, one after another, on a fresh Generator.
-    std::vector<Trace> want;
-    for (const Job& job : jobs) {
-        Generator g(l.model);
-        want.push_back(run_job(g, job, l.adapters));
-    }
-    // The adapters do change the output (else this test would prove little).
-    for (size_t i = 1; i < jobs.size(); ++i)
-        CHECK_MESSAGE(!compare(want[0], want[i]).empty(), "job " << i << " equals the base job");
-
-    // All at once: each thread makes its own Generator and runs its job kRounds times, with an
-    // adapter attached and detached in between (on that thread's generator only).
+// Each job on its own thread kRounds times, all at once, against `want`; with `pool`, every
+// thread's Generator computes on that one shared pool.
+void check_concurrent(const Loaded& l, const std::vector<Job>& jobs, const std::vector<Trace>& want,
+                      const std::shared_ptr<stackllama::WorkerPool>& pool) {
+    GeneratorParams params;
+    params.pool = pool;
+    // Each thread makes its own Generator and runs its job kRounds times, with an adapter attached
+    // and detached in between (on that thread's generator only).
     std::vector<std::vector<std::string>> failures(jobs.size());
     std::atomic<int> ready{0};
     std::vector<std::thread> threads;
     for (size_t i = 0; i < jobs.size(); ++i) {
         threads.emplace_back([&, i] {
             try {
-                Generator g(l.model);
+                Generator g(l.model, params);
                 ready.fetch_add(1);
                 while (ready.load() < int(jobs.size())) std::this_thread::yield();
                 for (int round = 0; round < kRounds; ++round) {
@@ -275,7 +268,42 @@ TEST_CASE("8 generators on 8 threads give the tokens and logits of the same runs
         for (const auto& f : failures[i]) all += "\n  " + f;
         CHECK_MESSAGE(failures[i].empty(), "job " << i << " on its own thread:" << all);
     }
+}
+
+// The reference: each job alone, one after another, on a fresh Generator.
+std::vector<Trace> sequential_traces(const Loaded& l, const std::vector<Job>& jobs) {
+    std::vector<Trace> want;
+    for (const Job& job : jobs) {
+        Generator g(l.model);
+        want.push_back(run_job(g, job, l.adapters));
+    }
+    return want;
+}
+
+}  // namespace
+
+TEST_CASE("8 generators on 8 threads give the tokens and logits of the same runs done in turn") {
+    Loaded l = load_all();
+    const int vocab = l.model->config().vocab_size;
+    const std::vector<Job> jobs = make_jobs(l.adapters.size(), vocab);
+    const std::vector<Trace> want = sequential_traces(l, jobs);
+    // The adapters do change the output (else this test would prove little).
+    for (size_t i = 1; i < jobs.size(); ++i)
+        CHECK_MESSAGE(!compare(want[0], want[i]).empty(), "job " << i << " equals the base job");
+    check_concurrent(l, jobs, want, nullptr);
     MESSAGE(jobs.size() << " jobs x " << kRounds << " rounds on " << jobs.size()
+                        << " threads matched the sequential runs bit for bit");
+}
+
+TEST_CASE("8 generators on 8 threads sharing one WorkerPool give the same tokens and logits") {
+    Loaded l = load_all();
+    const std::vector<Job> jobs = make_jobs(l.adapters.size(), l.model->config().vocab_size);
+    const std::vector<Trace> want = sequential_traces(l, jobs);
+    // As many threads as each Generator would own, so OpenBLAS runs with the same count.
+    auto pool = std::make_shared<stackllama::WorkerPool>(l.model->n_threads());
+    check_concurrent(l, jobs, want, pool);
+    CHECK(pool.use_count() == 1);  // the Generators are gone and no longer hold it
+    MESSAGE(jobs.size() << " jobs x " << kRounds << " rounds on one pool of " << pool->n_threads()
                         << " threads matched the sequential runs bit for bit");
 }
 
@@ -353,4 +381,57 @@ TEST_CASE("attaching and detaching on one generator never changes another's outp
         CHECK_MESSAGE(diffs.empty(), "the fixed job changed while another generator churned:"
                                          << all);
     }
+}
+
+namespace {
+
+// Threads of this process (Linux /proc/self/status), 0 where it cannot be read.
+int process_threads() {
+    std::ifstream status("/proc/self/status");
+    std::string key;
+    while (status >> key) {
+        if (key == "Threads:") {
+            int n = 0;
+            status >> n;
+            return n;
+        }
+        status.ignore(1 << 16, '\n');
+    }
+    return 0;
+}
+
+}  // namespace
+
+TEST_CASE("Generators given one WorkerPool start no threads of their own") {
+    Loaded l = load_all();
+    if (process_threads() == 0) {
+        MESSAGE("SKIP: /proc/self/status cannot be read here");
+        return;
+    }
+    // OpenBLAS starts threads (up to the largest count a Generator asked for) once and keeps
+    // them: a first Generator on a pool as large as any below makes that count, before anything
+    // is counted.
+    {
+        GeneratorParams warm_params;
+        const int most = std::max(3, l.model->n_threads());
+        warm_params.pool = std::make_shared<stackllama::WorkerPool>(most);
+        Generator warm(l.model, warm_params);
+    }
+    const int before = process_threads();
+    auto pool = std::make_shared<stackllama::WorkerPool>(3);
+    CHECK(pool->n_threads() == 3);
+    CHECK(process_threads() == before + 2);  // the caller is the third
+    GeneratorParams params;
+    params.pool = pool;
+    std::vector<std::unique_ptr<Generator>> shared;
+    for (int i = 0; i < 4; ++i) shared.push_back(std::make_unique<Generator>(l.model, params));
+    CHECK(process_threads() == before + 2);
+    // A Generator without a pool makes its own: the model's n_threads, less the caller.
+    Generator own(l.model);
+    CHECK(process_threads() == before + 2 + (l.model->n_threads() - 1));
+    shared.clear();
+    params.pool.reset();
+    CHECK(pool.use_count() == 1);
+    pool.reset();  // the last holder gone: its workers are joined
+    CHECK(process_threads() == before + (l.model->n_threads() - 1));
 }

@@ -27,11 +27,15 @@
 #include "stackllama/adapter.hpp"
 #include "stackllama/export.hpp"
 #include "stackllama/model.hpp"
+#include "stackllama/worker_pool.hpp"
 
 namespace stackllama {
 
 struct GeneratorParams {
     int n_ctx = 0;  // context length in tokens, per sequence; 0 = the model's max_position_embeddings
+    // Threads to compute on, shared with other Generators (worker_pool.hpp). Null: a pool of the
+    // model's n_threads of this Generator's own.  (since 0.2)
+    std::shared_ptr<WorkerPool> pool;
 };
 
 // Named like transformers' GenerationConfig, with its defaults; presence_penalty,

@@ -18,3 +18,4 @@
 #include "stackllama/model.hpp"
 #include "stackllama/tokenizer.hpp"
 #include "stackllama/version.hpp"
+#include "stackllama/worker_pool.hpp"

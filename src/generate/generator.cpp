@@ -13,6 +13,7 @@
 #include "kernels/gemm.hpp"
 #include "model/model_impl.hpp"
 #include "stackllama/error.hpp"
+#include "util/worker_pool_impl.hpp"
 
 namespace stackllama {
 
@@ -140,10 +141,12 @@ bool step(SeqRun& s, const GenerationConfig& config, const std::vector<int32_t>&
 Generator::Impl::Impl(std::shared_ptr<const Model> m, const GeneratorParams& params)
     : model(std::move(m)),
       n_ctx(resolve_n_ctx(*model, params)),
-      pool(model->n_threads()),
-      state(model->config(), n_ctx, kBatch, model->n_threads()),
+      shared_pool(params.pool),
+      own_pool(params.pool ? nullptr : std::make_unique<ThreadPool>(model->n_threads())),
+      pool(params.pool ? params.pool->impl().pool : *own_pool),
+      state(model->config(), n_ctx, kBatch, pool.size()),
       kt(kernels::active()) {
-    kernels::set_blas_threads(model->n_threads());
+    kernels::set_blas_threads(pool.size());
     logits.reserve(size_t(model->config().vocab_size));
 }
 

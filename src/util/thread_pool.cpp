@@ -7,7 +7,10 @@
 #include <fstream>
 #include <set>
 #include <string>
+#include <system_error>
 #include <utility>
+
+#include "stackllama/error.hpp"
 
 namespace stackllama {
 
@@ -46,16 +49,26 @@ int ThreadPool::default_threads() {
 }
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
-    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
+    try {
+        for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
+    } catch (const std::system_error& e) {
+        stop_workers();  // the destructor will not run: join the ones started
+        throw Error(ErrorCode::out_of_memory, "could not start worker thread " +
+                                                  std::to_string(workers_.size() + 1) + " of " +
+                                                  std::to_string(n_threads_ - 1) + ": " + e.what());
+    }
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { stop_workers(); }
+
+void ThreadPool::stop_workers() {
     {
         std::lock_guard<std::mutex> lock(mu_);
         stop_.store(true);
     }
     start_cv_.notify_all();
     for (auto& t : workers_) t.join();
+    workers_.clear();
 }
 
 bool ThreadPool::spin_until(const std::function<bool()>& ready) const {

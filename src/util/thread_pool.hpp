@@ -20,6 +20,7 @@ constexpr int kMaxThreads = 1024;
 
 class ThreadPool {
 public:
+    // Error(out_of_memory) when the system cannot start the workers.
     explicit ThreadPool(int n_threads);
     ~ThreadPool();
     ThreadPool(const ThreadPool&) = delete;
@@ -45,6 +46,7 @@ private:
     static constexpr std::chrono::microseconds kSpin{2000};
 
     void run_job(int n_tasks, const std::function<void(int)>& fn);
+    void stop_workers();
     void worker_loop();
     void work_on(uint64_t gen);
     // Polls ready() (spinning, then yielding) for up to kSpin; false if it never held.
