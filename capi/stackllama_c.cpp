@@ -45,6 +45,10 @@ struct stackllama_generator {
     std::string piece;  // the NUL-terminated copy of the piece handed to the callback
 };
 
+struct stackllama_pool {
+    std::shared_ptr<sl::WorkerPool> pool;  // generators made with it hold it too
+};
+
 struct stackllama_result {
     sl::GenerationResult result;
     std::vector<float> reward;  // best_of_n only
@@ -160,6 +164,7 @@ constexpr FieldSpan kModelParamsFields[] = {
 constexpr FieldSpan kGeneratorParamsFields[] = {
     SL_FIELD(stackllama_generator_params, struct_size),
     SL_FIELD(stackllama_generator_params, n_ctx),
+    SL_FIELD(stackllama_generator_params, pool),
 };
 constexpr FieldSpan kGenerationParamsFields[] = {
     SL_FIELD(stackllama_generation_params, struct_size),
@@ -213,6 +218,7 @@ stackllama_generator_params generator_params_defaults() {
     std::memset(&p, 0, sizeof p);
     p.struct_size = sizeof p;
     p.n_ctx = d.n_ctx;
+    p.pool = nullptr;  // d.pool is null
     return p;
 }
 
@@ -786,6 +792,24 @@ int32_t stackllama_tokenizer_pad_id(const stackllama_tokenizer* t) {
     return t ? t->tok->pad_id() : -1;
 }
 
+// --- worker pools -----------------------------------------------------------------------------
+
+stackllama_status stackllama_pool_create(int32_t n_threads, stackllama_pool** out_pool) {
+    const char* const func = __func__;
+    return guarded([&] {
+        require(out_pool, func, "out_pool");
+        auto pool = std::make_shared<sl::WorkerPool>(n_threads);
+        *out_pool = new stackllama_pool{std::move(pool)};
+        return STACKLLAMA_OK;
+    });
+}
+
+void stackllama_pool_free(stackllama_pool* pool) { delete pool; }
+
+int32_t stackllama_pool_n_threads(const stackllama_pool* pool) {
+    return pool ? pool->pool->n_threads() : 0;
+}
+
 // --- generators -------------------------------------------------------------------------------
 
 stackllama_status stackllama_generator_params_init(stackllama_generator_params* params,
@@ -806,6 +830,7 @@ stackllama_status stackllama_generator_create(const stackllama_model* model,
                         "stackllama_generator_params");
         sl::GeneratorParams gp;
         gp.n_ctx = p.n_ctx;
+        if (p.pool) gp.pool = p.pool->pool;
         *out_generator = new stackllama_generator(sl::Generator(model->model, gp));
         return STACKLLAMA_OK;
     });

@@ -10,6 +10,7 @@
 #include <stackllama/stackllama.h>
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -705,6 +706,58 @@ static void test_context_limits(const stackllama_model *model, const char *ref) 
     free(prompt);
 }
 
+/* Worker pools: bad counts refused; generators on one pool (freed before them: they keep it)
+ * give the reference output; a caller's struct without the pool field never has it read. */
+static void test_pool(const stackllama_model *model, const char *ref) {
+    stackllama_pool *pool = NULL;
+    stackllama_generator_params gp;
+    stackllama_generator *g1 = NULL, *g2 = NULL, *old = NULL;
+    stackllama_result *r;
+    char *prompt = read_file(ref, "prompt.txt", NULL);
+
+    CHECK_FAILS(stackllama_pool_create(-1, &pool), STACKLLAMA_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(stackllama_last_error(), "n_threads") != NULL);
+    CHECK_FAILS(stackllama_pool_create(1025, &pool), STACKLLAMA_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(stackllama_last_error(), "1025") != NULL);
+    CHECK(pool == NULL);
+    CHECK_FAILS(stackllama_pool_create(2, NULL), STACKLLAMA_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(stackllama_last_error(), "out_pool") != NULL);
+    CHECK(stackllama_pool_n_threads(NULL) == 0);
+    stackllama_pool_free(NULL);
+    CHECK_OK(stackllama_pool_create(0, &pool));
+    CHECK(stackllama_pool_n_threads(pool) >= 1);
+    stackllama_pool_free(pool);
+    pool = NULL;
+
+    CHECK_OK(stackllama_pool_create(N_THREADS, &pool));
+    CHECK(stackllama_pool_n_threads(pool) == N_THREADS);
+    stackllama_generator_params_init(&gp, sizeof gp);
+    CHECK(gp.pool == NULL);
+    gp.pool = pool;
+    CHECK_OK(stackllama_generator_create(model, &gp, &g1));
+    CHECK_OK(stackllama_generator_create(model, &gp, &g2));
+    stackllama_pool_free(pool);
+    r = generate_prompt(g1, prompt, NULL);
+    check_tokens(r, ref, "base");
+    stackllama_result_free(r);
+    r = generate_prompt(g2, prompt, NULL);
+    check_tokens(r, ref, "base");
+    stackllama_result_free(r);
+    stackllama_generator_free(g1);
+    stackllama_generator_free(g2);
+
+    /* Built against the 0.1 header: the struct ends before pool. */
+    stackllama_generator_params_init(&gp, sizeof gp);
+    gp.pool = (stackllama_pool *)&gp; /* not a pool: must be ignored */
+    gp.struct_size = (uint32_t)offsetof(stackllama_generator_params, pool);
+    CHECK_OK(stackllama_generator_create(model, &gp, &old));
+    r = generate_prompt(old, prompt, NULL);
+    check_tokens(r, ref, "base");
+    stackllama_result_free(r);
+    stackllama_generator_free(old);
+    free(prompt);
+}
+
 static void test_adapters(stackllama_model *model, const char *adapter_dir, const char *ref,
                           const char *scratch) {
     stackllama_adapter *adapter = NULL, *adapter2 = NULL;
@@ -1079,6 +1132,7 @@ int main(int argc, char **argv) {
     test_tokenizer(model, argv[1], argv[3]);
     test_generate(gen, model, argv[3]);
     test_context_limits(model, argv[3]);
+    test_pool(model, argv[3]);
     test_adapters(model, adapter_dir, argv[3], argv[4]);
     test_batch(gen, argv[3]);
     test_scoring(model, argv[2], argv[3]);

@@ -250,6 +250,8 @@ TEST_CASE("params structs: sizes and defaults follow the C++ defaults") {
     stackllama_generator_params gen;
     stackllama_generator_params_init(&gen, sizeof gen);
     CHECK(gen.n_ctx == stackllama::GeneratorParams{}.n_ctx);
+    CHECK(gen.pool == nullptr);
+    if (sizeof(void*) == 8) CHECK(sizeof(stackllama_generator_params) == 16);  // LP64 layout
     // Fields are 4 or 8 bytes without padding (also asserted at compile time in the shim).
     CHECK(sizeof(stackllama_model_params) % 4 == 0);
     if (sizeof(void*) == 8) CHECK(sizeof(stackllama_generation_params) == 128);  // LP64 layout

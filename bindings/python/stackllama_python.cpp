@@ -900,6 +900,23 @@ Generator; close() does so explicitly. After the end, .result holds the Generati
             "The GenerationResult once the stream has ended, else None.");
 
     // --- Generator ---
+    py::class_<sl::WorkerPool, std::shared_ptr<sl::WorkerPool>> pool(m, "WorkerPool", R"doc(
+Worker threads that Generators share, so that several Generators running at once (on several
+Python threads) compute on n_threads threads in all instead of n_threads each. A job of one
+Generator uses every thread of the pool; jobs of Generators sharing it run one after another.
+
+    pool = stackllama.WorkerPool(4)
+    gens = [stackllama.Generator(model, pool=pool) for _ in range(8)])doc");
+    set_module(pool);
+    pool.def(py::init([](int n_threads) { return std::make_shared<sl::WorkerPool>(n_threads); }),
+             "n_threads"_a = 0,
+             "n_threads: 0 = the physical cores this process may run on, else 1 to 1024.")
+        .def_property_readonly("n_threads", &sl::WorkerPool::n_threads,
+                               "Threads the pool computes on, the calling thread included.")
+        .def("__repr__", [](const sl::WorkerPool& p) {
+            return "<stackllama.WorkerPool n_threads=" + std::to_string(p.n_threads()) + ">";
+        });
+
     py::class_<PyGenerator> gen(m, "Generator", R"doc(
 Runs a Model over one sequence: owns its KV cache and the adapters attached to it.
 
@@ -908,14 +925,18 @@ generate does); reset=False continues after what the generator already holds. Us
 Generator per thread; many Generators may share one Model. The GIL is released while it
 computes.)doc");
     set_module(gen);
-    gen.def(py::init([](const PyModel& model, int n_ctx) {
+    gen.def(py::init([](const PyModel& model, int n_ctx,
+                        std::optional<std::shared_ptr<sl::WorkerPool>> pool) {
                 sl::GeneratorParams p;
                 p.n_ctx = n_ctx;
+                if (pool) p.pool = *pool;
                 py::gil_scoped_release release;
                 return std::make_unique<PyGenerator>(model.model, p);
             }),
-            "model"_a, "n_ctx"_a = sl::GeneratorParams{}.n_ctx,
-            "Allocates the KV cache for n_ctx tokens (0 = the model's max_position_embeddings).")
+            "model"_a, "n_ctx"_a = sl::GeneratorParams{}.n_ctx, "pool"_a = py::none(),
+            "Allocates the KV cache for n_ctx tokens (0 = the model's max_position_embeddings). "
+            "pool: a WorkerPool shared with other Generators (None: threads of its own, the "
+            "model's n_threads).")
         .def_property_readonly("n_ctx", [](const PyGenerator& g) { return g.gen.n_ctx(); })
         .def_property_readonly(
             "n_past", [](const PyGenerator& g) { return g.gen.n_past(); },

@@ -32,6 +32,7 @@ from ._core import (  # noqa: F401
     TokenLogProbs,
     Tokenizer,
     UnsupportedError,
+    WorkerPool,
     __version__,
     version,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "TokenLogProbs",
     "Tokenizer",
     "UnsupportedError",
+    "WorkerPool",
     "__version__",
     "version",
 ]

@@ -476,6 +476,32 @@ def test_generators_on_threads_share_a_model(model, reference):
     assert results == [reference.text("base")] * len(results)
 
 
+def test_generators_on_threads_share_a_worker_pool(model, reference):
+    pool = stackllama.WorkerPool(model.n_threads)
+    assert pool.n_threads == model.n_threads
+    assert "n_threads=" in repr(pool)
+    gens = [stackllama.Generator(model, pool=pool) for _ in range(4)]
+    del pool  # the generators keep it
+    results = [None] * len(gens)
+
+    def work(i):
+        results[i] = gens[i].generate(reference.prompt, raw=True, max_new_tokens=N_NEW)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(gens))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [reference.text("base")] * len(results)
+    assert stackllama.Generator(model, pool=None).generate(
+        reference.prompt, raw=True, max_new_tokens=N_NEW) == reference.text("base")
+    for bad in (-1, 1025):
+        with pytest.raises(stackllama.InvalidArgumentError, match="n_threads"):
+            stackllama.WorkerPool(bad)
+    with pytest.raises(TypeError):
+        stackllama.Generator(model, pool="four threads")
+
+
 # --- real data --------------------------------------------------------------------------------
 
 

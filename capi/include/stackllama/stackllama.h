@@ -122,6 +122,7 @@ typedef struct stackllama_adapter stackllama_adapter;     /* a PEFT LoRA adapter
 typedef struct stackllama_tokenizer stackllama_tokenizer; /* SentencePiece, shareable */
 typedef struct stackllama_generator stackllama_generator; /* one sequence: KV cache, adapters */
 typedef struct stackllama_result stackllama_result;       /* the outcome of one generation */
+typedef struct stackllama_pool stackllama_pool;           /* worker threads, shareable */
 /* stackllama_logprobs: see "Scoring and rewards". */
 
 /* ------------------------------------------------------------------------------------------ */
@@ -246,9 +247,27 @@ STACKLLAMA_CAPI int32_t stackllama_tokenizer_pad_id(const stackllama_tokenizer *
 /* ------------------------------------------------------------------------------------------ */
 /* Generators: one sequence (KV cache) of one model, with adapters attached unmerged            */
 
+/* Worker threads that generators may share (stackllama_generator_params.pool), so that several
+ * generators running at once compute on n_threads threads in all instead of n_threads each. A job
+ * of one generator (a matrix product, a layer's attention) uses every thread of the pool; jobs of
+ * generators sharing it run one after another. The thread that calls into a generator works on
+ * its jobs too, so a pool of n threads starts n - 1. n_threads: 0 = the physical cores the process
+ * may run on, else 1 to 1024 (STACKLLAMA_ERROR_INVALID_ARGUMENT otherwise). Usable from any
+ * number of threads at once. Free with stackllama_pool_free, whenever: generators using it keep
+ * it alive. Since 0.2. */
+STACKLLAMA_CAPI stackllama_status stackllama_pool_create(int32_t n_threads,
+                                                         stackllama_pool **out_pool);
+STACKLLAMA_CAPI void stackllama_pool_free(stackllama_pool *pool);
+/* The pool's thread count (the caller's included); 0 for NULL. Since 0.2. */
+STACKLLAMA_CAPI int32_t stackllama_pool_n_threads(const stackllama_pool *pool);
+
 typedef struct stackllama_generator_params {
     uint32_t struct_size; /* sizeof(stackllama_generator_params) of the caller, set by _init */
     int32_t n_ctx;        /* context length in tokens; 0 (default) = max_position_embeddings */
+    /* Since 0.2. Threads to compute on, shared with other generators; NULL (default) = the
+     * generator's own, the model's n_threads. Read only during the call (the generator keeps
+     * what it needs). */
+    stackllama_pool *pool;
 } stackllama_generator_params;
 
 /* As stackllama_model_params_init. Since 0.1. */
