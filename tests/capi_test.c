@@ -168,6 +168,14 @@ static stackllama_result *generate_prompt(stackllama_generator *gen, const char 
     return r;
 }
 
+/* Greedy generation from the prompt on a reset generator gives the reference case `name`. */
+static void check_generation(stackllama_generator *gen, const char *prompt, const char *ref,
+                             const char *name) {
+    stackllama_result *r = generate_prompt(gen, prompt, NULL);
+    check_tokens(r, ref, name);
+    stackllama_result_free(r);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 
 static void test_version(void) {
@@ -676,9 +684,7 @@ static void test_generate(stackllama_generator *gen, const stackllama_model *mod
     stackllama_result_free(r);
     /* A cancel while nothing runs does not affect the next generation. */
     stackllama_generator_cancel(gen);
-    r = generate_prompt(gen, prompt, NULL);
-    check_tokens(r, ref, "base");
-    stackllama_result_free(r);
+    check_generation(gen, prompt, ref, "base");
     free(prompt);
 }
 
@@ -712,7 +718,6 @@ static void test_pool(const stackllama_model *model, const char *ref) {
     stackllama_pool *pool = NULL;
     stackllama_generator_params gp;
     stackllama_generator *g1 = NULL, *g2 = NULL, *old = NULL;
-    stackllama_result *r;
     char *prompt = read_file(ref, "prompt.txt", NULL);
 
     CHECK_FAILS(stackllama_pool_create(-1, &pool), STACKLLAMA_ERROR_INVALID_ARGUMENT);
@@ -737,12 +742,8 @@ static void test_pool(const stackllama_model *model, const char *ref) {
     CHECK_OK(stackllama_generator_create(model, &gp, &g1));
     CHECK_OK(stackllama_generator_create(model, &gp, &g2));
     stackllama_pool_free(pool);
-    r = generate_prompt(g1, prompt, NULL);
-    check_tokens(r, ref, "base");
-    stackllama_result_free(r);
-    r = generate_prompt(g2, prompt, NULL);
-    check_tokens(r, ref, "base");
-    stackllama_result_free(r);
+    check_generation(g1, prompt, ref, "base");
+    check_generation(g2, prompt, ref, "base");
     stackllama_generator_free(g1);
     stackllama_generator_free(g2);
 
@@ -751,9 +752,7 @@ static void test_pool(const stackllama_model *model, const char *ref) {
     gp.pool = (stackllama_pool *)&gp; /* not a pool: must be ignored */
     gp.struct_size = (uint32_t)offsetof(stackllama_generator_params, pool);
     CHECK_OK(stackllama_generator_create(model, &gp, &old));
-    r = generate_prompt(old, prompt, NULL);
-    check_tokens(r, ref, "base");
-    stackllama_result_free(r);
+    check_generation(old, prompt, ref, "base");
     stackllama_generator_free(old);
     free(prompt);
 }
@@ -763,7 +762,6 @@ static void test_adapters(stackllama_model *model, const char *adapter_dir, cons
     stackllama_adapter *adapter = NULL, *adapter2 = NULL;
     stackllama_generator *gen = NULL, *gen2 = NULL;
     stackllama_model *merged = NULL, *reloaded = NULL;
-    stackllama_result *r;
     char *prompt = read_file(ref, "prompt.txt", NULL);
     int32_t ids[512];
     size_t n_ids = read_ids(ref, "prompt.ids", ids, 512), rows = 0;
@@ -787,9 +785,7 @@ static void test_adapters(stackllama_model *model, const char *adapter_dir, cons
     CHECK(strstr(stackllama_last_error(), "already attached") != NULL);
     CHECK(stackllama_adapter_n_attached(adapter) == 1);
 
-    r = generate_prompt(gen, prompt, NULL);
-    check_tokens(r, ref, "adapter");
-    stackllama_result_free(r);
+    check_generation(gen, prompt, ref, "adapter");
     CHECK_OK(stackllama_generator_reset(gen));
     CHECK_OK(stackllama_generator_eval(gen, ids, n_ids, true, &logits, &rows));
     check_logits(logits, rows, (size_t)stackllama_model_n_vocab(model), ref, "adapter");
@@ -812,9 +808,7 @@ static void test_adapters(stackllama_model *model, const char *adapter_dir, cons
     CHECK(stackllama_generator_n_attached(gen) == 0);
     CHECK_FAILS(stackllama_generator_detach(gen, adapter), STACKLLAMA_ERROR_INVALID_ARGUMENT);
     CHECK(strstr(stackllama_last_error(), "not attached") != NULL);
-    r = generate_prompt(gen, prompt, NULL);
-    check_tokens(r, ref, "base");
-    stackllama_result_free(r);
+    check_generation(gen, prompt, ref, "base");
 
     /* detach_all releases every hold. */
     CHECK_OK(stackllama_adapter_load(model, adapter_dir, &adapter2));
@@ -835,9 +829,7 @@ static void test_adapters(stackllama_model *model, const char *adapter_dir, cons
     stackllama_generator_free(gen);
     gen = NULL;
     CHECK_OK(stackllama_generator_create(merged, NULL, &gen));
-    r = generate_prompt(gen, prompt, NULL);
-    check_tokens(r, ref, "merged");
-    stackllama_result_free(r);
+    check_generation(gen, prompt, ref, "merged");
     stackllama_generator_free(gen);
     gen = NULL;
 
@@ -846,15 +838,11 @@ static void test_adapters(stackllama_model *model, const char *adapter_dir, cons
     CHECK_OK(stackllama_model_save_pretrained(merged, dir));
     CHECK_OK(stackllama_model_load(dir, NULL, &reloaded));
     CHECK_OK(stackllama_generator_create(reloaded, NULL, &gen));
-    r = generate_prompt(gen, prompt, NULL);
-    check_tokens(r, ref, "merged");
-    stackllama_result_free(r);
+    check_generation(gen, prompt, ref, "merged");
 
     /* A model handle may go first: the generator keeps its model alive. */
     stackllama_model_free(reloaded);
-    r = generate_prompt(gen, prompt, NULL);
-    check_tokens(r, ref, "merged");
-    stackllama_result_free(r);
+    check_generation(gen, prompt, ref, "merged");
     stackllama_generator_free(gen);
     stackllama_model_free(merged);
     CHECK_OK(stackllama_adapter_free(adapter));

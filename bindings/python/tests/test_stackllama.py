@@ -479,18 +479,23 @@ def test_keyboard_interrupt_while_streaming(model, reference):
     assert n_os_threads() == baseline
 
 
-def test_generators_on_threads_share_a_model(model, reference):
-    results = [None] * 4
+def _generate_on_threads(make_generator, prompt, n):
+    """n generators, each made and run on a thread of its own, at once; their texts."""
+    results = [None] * n
 
     def work(i):
-        results[i] = stackllama.Generator(model).generate(reference.prompt, raw=True,
-                                                          max_new_tokens=N_NEW)
+        results[i] = make_generator(i).generate(prompt, raw=True, max_new_tokens=N_NEW)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(results))]
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return results
+
+
+def test_generators_on_threads_share_a_model(model, reference):
+    results = _generate_on_threads(lambda i: stackllama.Generator(model), reference.prompt, 4)
     assert results == [reference.text("base")] * len(results)
 
 
@@ -500,16 +505,7 @@ def test_generators_on_threads_share_a_worker_pool(model, reference):
     assert "n_threads=" in repr(pool)
     gens = [stackllama.Generator(model, pool=pool) for _ in range(4)]
     del pool  # the generators keep it
-    results = [None] * len(gens)
-
-    def work(i):
-        results[i] = gens[i].generate(reference.prompt, raw=True, max_new_tokens=N_NEW)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(gens))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = _generate_on_threads(lambda i: gens[i], reference.prompt, len(gens))
     assert results == [reference.text("base")] * len(results)
     assert stackllama.Generator(model, pool=None).generate(
         reference.prompt, raw=True, max_new_tokens=N_NEW) == reference.text("base")
