@@ -141,9 +141,8 @@ bool step(SeqRun& s, const GenerationConfig& config, const std::vector<int32_t>&
 Generator::Impl::Impl(std::shared_ptr<const Model> m, const GeneratorParams& params)
     : model(std::move(m)),
       n_ctx(resolve_n_ctx(*model, params)),
-      shared_pool(params.pool),
-      own_pool(params.pool ? nullptr : std::make_unique<ThreadPool>(model->n_threads())),
-      pool(params.pool ? params.pool->impl().pool : *own_pool),
+      workers(params.pool ? params.pool : std::make_shared<WorkerPool>(model->n_threads())),
+      pool(workers->impl().pool),
       state(model->config(), n_ctx, kBatch, pool.size()),
       kt(kernels::active()) {
     kernels::set_blas_threads(pool.size());

@@ -20,9 +20,8 @@ struct Generator::Impl {
 
     std::shared_ptr<const Model> model;
     int n_ctx;
-    std::shared_ptr<WorkerPool> shared_pool;  // the one given in GeneratorParams, or null
-    std::unique_ptr<ThreadPool> own_pool;     // made when none was given
-    ThreadPool& pool;                         // the one of the two in use
+    std::shared_ptr<WorkerPool> workers;  // given in GeneratorParams, or one of its own
+    ThreadPool& pool;                     // the workers' threads
     LlamaState state;
     const kernels::KernelTable& kt;
     std::vector<int32_t> tokens;  // sequence 0: the tokens in its KV cache

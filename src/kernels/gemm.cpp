@@ -41,18 +41,7 @@ void parallel_units(ThreadPool& pool, const size_t* units, size_t n, size_t grai
     });
 }
 
-// Whether n matrices of one input can share a dispatch: same row length, and either all q8/q4
-// (the integer path, any m) or none (m == 1, matrix-vector).
-bool one_dispatch(const Matrix* const* w, size_t n, size_t m) {
-    size_t quantized = 0;
-    for (size_t j = 0; j < n; ++j) {
-        if (w[j]->cols != w[0]->cols) return false;
-        quantized += weight_type_quantized(w[j]->type) ? 1 : 0;
-    }
-    return quantized == n || (quantized == 0 && m == 1);
-}
-
-// Y_j = X · W_j^T for n <= kMaxShared matrices that one_dispatch accepts.
+// Y_j = X · W_j^T for n <= kMaxShared matrices that shares_dispatch accepts.
 void products(const KernelTable& kt, const Matrix* const* w, float* const* y, size_t n,
               const float* x, size_t m, ThreadPool& pool) {
     const size_t cols = w[0]->cols;
@@ -122,11 +111,20 @@ void matmul(const KernelTable& kt, const Matrix& w, const float* x, size_t m, fl
     matmul_widened(kt, w, x, m, y, pool, scratch);
 }
 
+bool shares_dispatch(const Matrix* const* w, size_t n, size_t m) {
+    size_t quantized = 0;
+    for (size_t j = 0; j < n; ++j) {
+        if (w[j]->cols != w[0]->cols) return false;
+        quantized += weight_type_quantized(w[j]->type) ? 1 : 0;
+    }
+    return quantized == n || (quantized == 0 && m == 1);
+}
+
 void matmul_shared_input(const KernelTable& kt, const Matrix* const* w, float* const* y,
                          size_t n, const float* x, size_t m, ThreadPool& pool,
                          std::vector<float>& scratch) {
     if (n == 0 || m == 0) return;
-    if (!one_dispatch(w, n, m)) {
+    if (!shares_dispatch(w, n, m)) {
         for (size_t j = 0; j < n; ++j) matmul(kt, *w[j], x, m, y[j], pool, scratch);
         return;
     }

@@ -33,6 +33,10 @@ void matmul_shared_input(const KernelTable& kt, const Matrix* const* w, float* c
                          size_t n, const float* x, size_t m, ThreadPool& pool,
                          std::vector<float>& scratch);
 
+// Whether matmul_shared_input runs these n matrices in one dispatch: one row length, and all
+// q8/q4 (any m) or none (m == 1).
+bool shares_dispatch(const Matrix* const* w, size_t n, size_t m);
+
 // The widening path of matmul for any type: tiles of W widened to f32 with kt.rows_to_f32 into
 // `scratch`, multiplied by OpenBLAS sgemm.
 void matmul_widened(const KernelTable& kt, const Matrix& w, const float* x, size_t m, float* y,

@@ -146,16 +146,13 @@ void linear(const kernels::KernelTable& kt, const kernels::Matrix& w,
 }
 
 // linear() for n matrices of one input x, their products in one dispatch where the kernels allow
-// (kernels::matmul_shared_input; each output bit-identical to its own linear()).
+// (kernels::matmul_shared_input; each output bit-identical to its own linear()), else one
+// linear() each.
 template <size_t n>
 void linear_shared(const kernels::KernelTable& kt, const kernels::Matrix* const (&w)[n],
                    const std::vector<LowRankTerm>* const (&terms)[n], const float* x, size_t m,
                    float* const (&y)[n], ThreadPool& pool, LlamaState& s) {
-    bool batched_f = false;  // product()'s row-batched path for a few unquantized rows
-    for (size_t j = 0; j < n; ++j) {
-        batched_f |= m > 1 && m <= kMultiRows && !kernels::weight_type_quantized(w[j]->type);
-    }
-    if (batched_f) {
+    if (!kernels::shares_dispatch(w, n, m)) {
         for (size_t j = 0; j < n; ++j) linear(kt, *w[j], terms[j], x, m, y[j], pool, s);
         return;
     }

@@ -133,14 +133,13 @@ void ThreadPool::run(int n_tasks, const std::function<void(int)>& fn) {
         for (int i = 0; i < n_tasks; ++i) fn(i);
         return;
     }
+    if (n_tasks <= kMaxTasks) {
+        run_job(n_tasks, fn);
+        return;
+    }
     // The state word counts tasks in 16 bits: run in slices.
     for (int first = 0; first < n_tasks; first += kMaxTasks) {
-        const int count = std::min(kMaxTasks, n_tasks - first);
-        if (first == 0 && count == n_tasks) {
-            run_job(n_tasks, fn);
-        } else {
-            run_job(count, [&](int i) { fn(first + i); });
-        }
+        run_job(std::min(kMaxTasks, n_tasks - first), [&](int i) { fn(first + i); });
     }
 }
 
