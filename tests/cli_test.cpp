@@ -56,6 +56,12 @@ TEST_CASE("cli: errors go to stderr with an exit status") {
     CHECK(bad_n.exit_code == 2);
     CHECK(bad_n.err.find("-n") != std::string::npos);
 
+    // Below -1 (llama.cpp's "until EOS"), the message gives the range rather than "an integer".
+    auto negative_n = run_process({cli_path(), "-m", "x", "-n", "-5"});
+    CHECK(negative_n.exit_code == 2);
+    CHECK(negative_n.err.find("-n expects an integer from -1 to 1000000000, got \"-5\"") !=
+          std::string::npos);
+
     auto help = run_process({cli_path(), "--help"});
     CHECK(help.exit_code == 0);
     CHECK(help.out.find("--n-predict") != std::string::npos);

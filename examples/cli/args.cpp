@@ -18,7 +18,8 @@ int to_int(const std::string& flag, const std::string& v) {
         pos = 0;
     }
     if (pos != v.size() || v.empty() || x < -1 || x > 1000000000)
-        throw std::invalid_argument(flag + " expects an integer, got \"" + v + "\"");
+        throw std::invalid_argument(flag + " expects an integer from -1 to 1000000000, got \"" + v +
+                                    "\"");
     return static_cast<int>(x);
 }
 
