@@ -108,7 +108,27 @@ std::string config_field_list() {
     return s;
 }
 
-void set_config_field(PyGenerationConfig& c, const std::string& name, py::handle v) {
+// "123 (int)": a value as a TypeError shows it, cut short.
+std::string describe(py::handle v) {
+    std::string r = py::repr(v).cast<std::string>();
+    if (r.size() > 60) r = r.substr(0, 57) + "...";
+    return r + " (" + py::str(v.get_type().attr("__name__")).cast<std::string>() + ")";
+}
+
+// What a field takes, for the TypeError when a value does not convert.
+const char* config_field_kind(const std::string& name) {
+    if (name == "do_sample" || name == "use_model_eos") return "a bool";
+    if (name == "max_new_tokens" || name == "top_k" || name == "no_repeat_ngram_size" ||
+        name == "num_return_sequences")
+        return "an int";
+    if (name == "seed") return "an int >= 0, or None";
+    if (name == "logit_bias") return "a dict of token id (int) to bias (float), or None";
+    if (name == "eos_token_id") return "a token id (int), a list of them, or None";
+    if (name == "stop_strings") return "a str, a list of str, or None";
+    return "a float";
+}
+
+void assign_config_field(PyGenerationConfig& c, const std::string& name, py::handle v) {
     if (name == "max_new_tokens")
         c.max_new_tokens = v.cast<int>();
     else if (name == "do_sample")
@@ -182,6 +202,27 @@ py::object get_config_field(const PyGenerationConfig& c, const std::string& name
     throw py::attribute_error(name);
 }
 
+// pybind11's cast_error says only "Unable to cast Python instance to C++ type": the TypeError
+// names the field, what it takes and what it got.
+void set_config_field(PyGenerationConfig& c, const std::string& name, py::handle v) {
+    try {
+        assign_config_field(c, name, v);
+    } catch (const py::cast_error&) {
+        throw py::type_error("GenerationConfig." + name + " must be " + config_field_kind(name) +
+                             ", got " + describe(v));
+    }
+}
+
+// A list of token ids from Python, or a TypeError naming the argument (`what`).
+std::vector<int32_t> token_ids(py::handle v, const std::string& what) {
+    try {
+        return v.cast<std::vector<int32_t>>();
+    } catch (const py::cast_error&) {
+        throw py::type_error(what + " must be str or a sequence of token ids (int32), got " +
+                             describe(v));
+    }
+}
+
 PyGenerationConfig make_config(const py::object& base, const py::kwargs& kwargs) {
     PyGenerationConfig c = base.is_none() ? PyGenerationConfig{} : base.cast<PyGenerationConfig>();
     for (auto item : kwargs) set_config_field(c, item.first.cast<std::string>(), item.second);
@@ -202,7 +243,7 @@ Prompt make_prompt(const py::object& prompt, bool raw) {
     }
     if (py::isinstance<py::bytes>(prompt))
         throw py::type_error("prompt must be str or a sequence of token ids, not bytes");
-    return prompt.cast<std::vector<int32_t>>();
+    return token_ids(prompt, "prompt");
 }
 
 struct PyGenerator;
@@ -284,7 +325,8 @@ class TokenHook {
         if (call) {
             try {
                 py::object r = call_python();
-                if (!r.is_none() && !r.cast<bool>()) return false;
+                // Any falsy value but None stops, as Python's truth test has it.
+                if (!r.is_none() && !py::bool_(r)) return false;
             } catch (py::error_already_set& e) {
                 py_error_.emplace(std::move(e));
                 return false;
@@ -516,12 +558,21 @@ std::vector<sl::AdapterRef> adapter_refs(const py::iterable& adapters) {
     for (py::handle item : adapters) {
         if (py::isinstance<PyAdapter>(item)) {
             refs.push_back({item.cast<const PyAdapter&>().adapter, 1.0f});
-        } else {
-            auto t = item.cast<py::tuple>();
-            if (t.size() != 2)
-                throw py::type_error("adapters: expected Adapter or (Adapter, scale)");
-            refs.push_back({t[0].cast<const PyAdapter&>().adapter, t[1].cast<float>()});
+            continue;
         }
+        // (Adapter, scale): anything else, a scale that is not a number included, is a TypeError.
+        if (py::isinstance<py::tuple>(item) && py::len(item) == 2 &&
+            py::isinstance<PyAdapter>(item[py::int_(0)])) {
+            try {
+                refs.push_back({item[py::int_(0)].cast<const PyAdapter&>().adapter,
+                                item[py::int_(1)].cast<float>()});
+                continue;
+            } catch (const py::cast_error&) {
+            }
+        }
+        throw py::type_error(
+            "adapters: each item must be an Adapter or an (Adapter, scale) tuple, got " +
+            describe(item));
     }
     return refs;
 }
@@ -954,6 +1005,9 @@ computes.)doc");
         .def(
             "attach",
             [](PyGenerator& g, py::object adapter, float scale) {
+                if (!py::isinstance<PyAdapter>(adapter))
+                    throw py::type_error("attach: adapter must be an Adapter, got " +
+                                         describe(adapter));
                 PyGenerator::Claim claim(&g);
                 g.gen.attach(adapter.cast<const PyAdapter&>().adapter, scale);
                 g.attached.emplace_back(adapter, scale);
@@ -1075,8 +1129,8 @@ leaves, an empty sequence. The GIL is released; Ctrl-C and cancel() stop it.)doc
                     py::gil_scoped_release release;
                     return g.gen.log_likelihood(std::string_view(p), std::string_view(c));
                 }
-                const auto p = prompt.cast<std::vector<int32_t>>();
-                const auto c = continuation.cast<std::vector<int32_t>>();
+                const auto p = token_ids(prompt, "log_likelihood: prompt");
+                const auto c = token_ids(continuation, "log_likelihood: continuation");
                 py::gil_scoped_release release;
                 return g.gen.log_likelihood(p, c);
             },
@@ -1093,7 +1147,7 @@ token id lists. Starts from, and leaves, an empty sequence. The GIL is released.
                     py::gil_scoped_release release;
                     return g.gen.perplexity(std::string_view(t));
                 }
-                const auto ids = text_or_ids.cast<std::vector<int32_t>>();
+                const auto ids = token_ids(text_or_ids, "perplexity: text");
                 py::gil_scoped_release release;
                 return g.gen.perplexity(ids);
             },
@@ -1109,7 +1163,7 @@ token id lists. Starts from, and leaves, an empty sequence. The GIL is released.
                     py::gil_scoped_release release;
                     r = g.gen.reward(std::string_view(t));
                 } else {
-                    const auto ids = text_or_ids.cast<std::vector<int32_t>>();
+                    const auto ids = token_ids(text_or_ids, "reward: text");
                     py::gil_scoped_release release;
                     r = g.gen.reward(ids);
                 }
@@ -1129,7 +1183,7 @@ model or the `score` module of an attached adapter; UnsupportedError when there 
                     if (py::isinstance<py::str>(h))
                         texts.push_back(h.cast<std::string>());
                     else
-                        ids.push_back(h.cast<std::vector<int32_t>>());
+                        ids.push_back(token_ids(h, "reward_batch: each input"));
                 }
                 if (!texts.empty() && !ids.empty())
                     throw py::type_error("reward_batch: inputs must be all text or all id lists");

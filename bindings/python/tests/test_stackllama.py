@@ -8,6 +8,7 @@ import _thread
 import gc
 import importlib.util
 import os
+import re
 import threading
 import time
 import weakref
@@ -326,6 +327,43 @@ def test_errors_carry_the_cpp_message(model, tmp_path):
         gen.generate("x", no_such_option=1)
     with pytest.raises(stackllama.InvalidArgumentError):
         stackllama.Generator(model, n_ctx=-1)
+
+
+def test_wrong_python_types_are_type_errors_that_say_what_was_expected(model, adapter):
+    # pybind11's own cast error says only "Unable to cast Python instance to C++ type".
+    gen = stackllama.Generator(model)
+    for kw, words in ((dict(temperature="hot"),
+                       "GenerationConfig.temperature must be a float, got 'hot' (str)"),
+                      (dict(max_new_tokens=2.5), "max_new_tokens must be an int, got 2.5 (float)"),
+                      (dict(seed=-1), "seed must be an int >= 0, or None, got -1 (int)"),
+                      (dict(eos_token_id="</s>"), "eos_token_id must be a token id (int), a list"),
+                      (dict(logit_bias=[1, 2]), "logit_bias must be a dict")):
+        with pytest.raises(TypeError, match=re.escape(words)):
+            gen.generate("x", **kw)
+    cfg = stackllama.GenerationConfig()
+    with pytest.raises(TypeError, match="top_k must be an int"):
+        cfg.top_k = "many"
+    assert cfg.top_k == 50  # unchanged
+    for call, words in ((lambda: gen.generate(123),
+                         "prompt must be str or a sequence of token ids"),
+                        (lambda: gen.generate([1, "two"]), "got [1, 'two'] (list)"),
+                        (lambda: gen.generate([1, 2**40]), "token ids (int32)"),
+                        (lambda: gen.perplexity(3.5), "perplexity: text must be"),
+                        (lambda: gen.log_likelihood([1, 2], None), "log_likelihood: continuation"),
+                        (lambda: gen.reward(None), "reward: text must be"),
+                        (lambda: gen.attach("adapter"),
+                         "attach: adapter must be an Adapter, got 'adapter' (str)"),
+                        (lambda: gen.best_of_n("x", policy_adapters=[(adapter, "half")],
+                                               reward_adapters=[adapter]),
+                         "(Adapter, scale) tuple, got")):
+        with pytest.raises(TypeError, match=re.escape(words)):
+            call()
+    # on_token's result is read by Python's truth test: 0 stops, a non-empty str does not.
+    for result, n in ((0, 1), ("yes", 3)):
+        calls = []
+        gen.generate("x", max_new_tokens=3, logit_bias={model.tokenizer.eos_id: float("-inf")},
+                     on_token=lambda piece, tok: calls.append(tok) or result)
+        assert len([t for t in calls if t >= 0]) == n
 
 
 def test_generation_config(model, reference):
