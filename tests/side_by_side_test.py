@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import side_by_side  # noqa: E402
 
-OURS = [{"type": t, "isa": "avx2", "prefill": {"avg_ts": pp}, "decode": {"avg_ts": tg, "pct_of_read_bw": pct},
+OURS = [{"type": t, "isa": "avx2", "prefill": {"avg_ts": pp},
+         "decode": {"avg_ts": tg, "pct_of_read_bw": pct},
          "read_bw_gbs": {"mean": 40.0}, "memory": {"peak_over_weights_kv": 1.02}}
         for t, pp, tg, pct in (("q4", 150.0, 50.0, 90.0), ("q8", 90.0, 25.0, 70.0))]
 # llama-bench: prefill 60 (q4_0) / 50 (q8_0); decode 20 / 10.
