@@ -221,10 +221,9 @@ void bench_sweep(const Options& o, ThreadPool& pool) {
             std::vector<float> x(std::max(ms.dim, ms.ffn), 0.01f);
             std::vector<std::vector<float>> y(3, std::vector<float>(std::max(ms.vocab, ms.ffn)));
             float* ys[3] = {y[0].data(), y[1].data(), y[2].data()};
-            std::vector<float> scratch;
             const auto token = [&](const KernelTable& kt) {
                 for (const auto& g : order)
-                    matmul_shared_input(kt, g.data(), ys, g.size(), x.data(), 1, pool, scratch);
+                    matmul_shared_input(kt, g.data(), ys, g.size(), x.data(), 1, pool);
             };
             for (const Isa_& isa : isas(o)) {
                 if (std::string(isa.name) == "scalar") continue;
@@ -257,11 +256,30 @@ void bench_sweep(const Options& o, ThreadPool& pool) {
 
 // --- matrix-matrix ----------------------------------------------------------------------------------
 
+// The yardstick for the float kernels: W widened to f32 (kt.rows_to_f32) a tile of about 1 MiB at
+// a time, multiplied by OpenBLAS sgemm.
+void widened_sgemm(const KernelTable& kt, const Matrix& w, const float* x, size_t m, float* y,
+                   ThreadPool& pool, std::vector<float>& scratch) {
+    const size_t tile_rows = std::max<size_t>(16, (size_t(1) << 18) / std::max<size_t>(1, w.cols));
+    if (scratch.size() < tile_rows * w.cols) scratch.resize(tile_rows * w.cols);
+    for (size_t r0 = 0; r0 < w.rows; r0 += tile_rows) {
+        const size_t r1 = std::min(w.rows, r0 + tile_rows);
+        float* tile = scratch.data();
+        pool.parallel_for(r1 - r0, 64, [&](size_t a, size_t b) {
+            kt.rows_to_f32(w, r0 + a, r0 + b, tile + a * w.cols);
+        });
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(r1 - r0), int(w.cols),
+                    1.0f, x, int(w.cols), tile, int(w.cols), 0.0f, y + r0, int(w.rows));
+    }
+}
+
 void bench_gemm(const Options& o, ThreadPool& pool) {
     std::printf("\n## Matrix-matrix (prefill), %d threads\n\n", o.threads);
     std::printf("GFLOP/s = 2·m·rows·cols / time, wall clock median (best) of %d. The first row of "
                 "each shape is OpenBLAS sgemm on f32 weights already in memory; the others go "
-                "through kernels::matmul (path: what it chose) or matmul_widened.\n\n", o.reps);
+                "through kernels::matmul (path: int8 for q8/q4, matmul_f for float weights) or "
+                "the weights widened to f32 a tile at a time for OpenBLAS sgemm (widened+sgemm, how the "
+                "library multiplied f16/bf16 weights before matmul_f).\n\n", o.reps);
     std::printf("| rows x cols | m | type | isa | path | ms | GFLOP/s median (best) |\n");
     std::printf("|---|---:|---|---|---|---:|---:|\n");
     const Shape shapes[] = {{"7B", "q", 4096, 4096}, {"7B", "gate", 11008, 4096},
@@ -291,28 +309,27 @@ void bench_gemm(const Options& o, ThreadPool& pool) {
                             flop / best / 1e9);
             }
             for (WeightType t : types(o)) {
-                if (t == WeightType::f32) continue;  // the row above
                 MatrixSet set = make_set(t, sh.rows, sh.cols, 1, pool);
                 for (const Isa_& isa : isas(o)) {
                     if (std::string(isa.name) == "scalar") continue;
-                    // matmul as the model calls it; for q8/q4 also the other path.
-                    for (int path = 0; path < (weight_type_quantized(t) ? 2 : 1); ++path) {
+                    // matmul as the model calls it, then (but for f32: the row above) the
+                    // weights widened to f32 a tile at a time for sgemm.
+                    for (int path = 0; path < (t == WeightType::f32 ? 1 : 2); ++path) {
                         std::vector<double> ts;
                         for (int r = -1; r < o.reps; ++r) {
                             const auto t0 = Clock::now();
                             if (path == 0) {
-                                matmul(*isa.table, set.copies[0].m, x.data(), m, y.data(), pool, scratch);
+                                matmul(*isa.table, set.copies[0].m, x.data(), m, y.data(), pool);
                             } else {
-                                matmul_widened(*isa.table, set.copies[0].m, x.data(), m, y.data(), pool,
-                                               scratch);
+                                widened_sgemm(*isa.table, set.copies[0].m, x.data(), m, y.data(), pool,
+                                              scratch);
                             }
                             if (r >= 0) ts.push_back(seconds_since(t0));
                         }
                         const double best = *std::min_element(ts.begin(), ts.end());
-                        const char* how = !weight_type_quantized(t) ? "widened+sgemm"
-                                          : path == 1               ? "widened+sgemm"
-                                          : matmul_uses_int8(*isa.table, set.copies[0].m, m) ? "int8"
-                                                                                             : "widened+sgemm";
+                        const char* how = path == 1                    ? "widened+sgemm"
+                                          : weight_type_quantized(t) ? "int8"
+                                                                     : "matmul_f";
                         std::printf("| %zux%zu | %zu | %s | %s | %s | %.2f | %.1f (%.1f) |\n", sh.rows,
                                     sh.cols, m, weight_type_name(t), isa.name, how, median(ts) * 1e3,
                                     flop / median(ts) / 1e9, flop / best / 1e9);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/gemm.hpp"
@@ -145,22 +146,78 @@ TEST_CASE("every ISA matches the reference") {
     }
 }
 
-TEST_CASE("matmul (OpenBLAS and widened tiles) equals row-by-row matvec") {
+TEST_CASE("matmul_f: batch-invariant, every ISA, against the reference") {
+    std::mt19937 rng(98);
+    const KernelTable& ref = table_reference();
+    for (const KernelTable* kt : supported_tables()) {
+        const std::string isa = kt->name;
+        CAPTURE(isa);
+        for (WeightType t : {WeightType::f32, WeightType::f16, WeightType::bf16}) {
+            const std::string type = weight_type_name(t);
+            CAPTURE(type);
+            // Rows that end mid-tile; row lengths below one SIMD chunk, with a tail, across the
+            // 512-element passes; enough rows (at 64 columns) for several row blocks.
+            const std::pair<size_t, size_t> shapes[] = {{1, 7},   {13, 1},   {13, 17},  {7, 172},
+                                                        {11, 600}, {5, 1100}, {290, 64}};
+            for (const auto& [rows, cols] : shapes) {
+                CAPTURE(rows);
+                CAPTURE(cols);
+                RandomMatrix w(t, rows, cols, rng);
+                for (size_t m : {1, 2, 3, 4, 5, 7, 9}) {  // every tile width, and several tiles
+                    CAPTURE(m);
+                    auto x = random_vec(m * cols, rng);
+                    const size_t ldy = rows + 3;
+                    std::vector<float> y(m * ldy, -7.0f), y_ref(m * ldy, -7.0f);
+                    kt->matmul_f(w.m, x.data(), m, y.data(), ldy, 0, rows);
+                    ref.matmul_f(w.m, x.data(), m, y_ref.data(), ldy, 0, rows);
+                    size_t differ = 0, far = 0;
+                    for (size_t i = 0; i < m; ++i) {
+                        std::vector<float> one(rows);
+                        kt->matvec(w.m, x.data() + i * cols, one.data(), 0, rows);
+                        for (size_t r = 0; r < rows; ++r) {
+                            differ += y[i * ldy + r] != one[r];  // the lone product's bits
+                            far += !(std::fabs(y[i * ldy + r] - y_ref[i * ldy + r]) <= tol(cols));
+                        }
+                        for (size_t r = rows; r < ldy; ++r) CHECK(y[i * ldy + r] == -7.0f);
+                    }
+                    CHECK(differ == 0);
+                    CHECK(far == 0);
+                    // A range writes only its rows, with the same values.
+                    if (rows < 3) continue;
+                    const size_t r0 = 1, r1 = rows - 1;
+                    std::vector<float> part(m * ldy, -7.0f);
+                    kt->matmul_f(w.m, x.data(), m, part.data(), ldy, r0, r1);
+                    size_t wrong = 0;
+                    for (size_t i = 0; i < m; ++i)
+                        for (size_t r = 0; r < ldy; ++r)
+                            wrong += part[i * ldy + r] != (r >= r0 && r < r1 ? y[i * ldy + r] : -7.0f);
+                    CHECK(wrong == 0);
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("matmul with float weights: each row as its lone matvec, across threads") {
     std::mt19937 rng(99);
     ThreadPool pool(2);
-    const KernelTable& kt = active();
-    std::vector<float> scratch;
-    for (WeightType t : {WeightType::f32, WeightType::f16, WeightType::bf16}) {
-        for (size_t m : {1, 2, 7}) {
-            // Many rows so the f16/bf16 path goes through several tiles.
-            RandomMatrix w(t, 5000, 67, rng);
-            auto x = random_vec(m * 67, rng);
-            std::vector<float> y(m * 5000), y_ref(5000);
-            matmul(kt, w.m, x.data(), m, y.data(), pool, scratch);
-            for (size_t i = 0; i < m; ++i) {
-                table_reference().matvec(w.m, x.data() + i * 67, y_ref.data(), 0, 5000);
-                for (size_t r = 0; r < 5000; ++r)
-                    REQUIRE(std::fabs(y[i * 5000 + r] - y_ref[r]) <= tol(67));
+    for (const KernelTable* kt : supported_tables()) {
+        CAPTURE(kt->name);
+        for (WeightType t : {WeightType::f32, WeightType::f16, WeightType::bf16}) {
+            for (size_t m : {1, 2, 7, 20}) {
+                CAPTURE(m);
+                RandomMatrix w(t, 1001, 67, rng);
+                auto x = random_vec(m * 67, rng);
+                std::vector<float> y(m * 1001), one(1001), y_ref(1001);
+                matmul(*kt, w.m, x.data(), m, y.data(), pool);
+                for (size_t i = 0; i < m; ++i) {
+                    matvec(*kt, w.m, x.data() + i * 67, one.data(), pool);
+                    table_reference().matvec(w.m, x.data() + i * 67, y_ref.data(), 0, 1001);
+                    for (size_t r = 0; r < 1001; ++r) {
+                        REQUIRE(y[i * 1001 + r] == one[r]);
+                        REQUIRE(std::fabs(one[r] - y_ref[r]) <= tol(67));
+                    }
+                }
             }
         }
     }
@@ -422,11 +479,10 @@ TEST_CASE("activation quantization rounds ties to even and keeps zero blocks zer
     }
 }
 
-TEST_CASE("matmul and matvec with quantized weights (threads, widened tiles)") {
+TEST_CASE("matmul and matvec with quantized weights (threads)") {
     std::mt19937 rng(77);
     ThreadPool pool(2);
     const KernelTable& kt = active();
-    std::vector<float> scratch;
     for (WeightType t : {WeightType::q8, WeightType::q4}) {
         CAPTURE(weight_type_name(t));
         QuantMatrix w(t, 3001, 96, rng);
@@ -434,14 +490,14 @@ TEST_CASE("matmul and matvec with quantized weights (threads, widened tiles)") {
             CAPTURE(m);
             auto x = random_vec(m * 96, rng);
             std::vector<float> y(m * 3001), y_ref(3001);
-            matmul(kt, w.m, x.data(), m, y.data(), pool, scratch);
+            matmul(kt, w.m, x.data(), m, y.data(), pool);
             for (size_t i = 0; i < m; ++i) {
                 std::vector<BlockQ8A> xq(3);
                 table_reference().quantize_acts(x.data() + i * 96, 96, xq.data());
                 table_reference().matvec(w.m, x.data() + i * 96, y_ref.data(), 0, 3001);
                 for (size_t r = 0; r < 3001; ++r) {
-                    // m == 1 quantizes x (matvec); m > 1 multiplies widened f32 tiles: both are
-                    // within the activation bound of the dequantized product.
+                    // x quantized, whatever m: within the activation bound of the dequantized
+                    // product.
                     REQUIRE(std::fabs(double(y[i * 3001 + r]) - y_ref[r]) <=
                             quant_bounds(w, r, xq).act);
                 }
@@ -498,7 +554,6 @@ TEST_CASE("matmul_q: batch-invariant, every ISA, against the reference") {
 TEST_CASE("matmul with quantized weights: each row as its lone matvec, across threads") {
     std::mt19937 rng(92);
     ThreadPool pool(2);
-    std::vector<float> scratch;
     for (const KernelTable* kt : supported_tables()) {
         CAPTURE(kt->name);
         for (WeightType t : {WeightType::q8, WeightType::q4}) {
@@ -506,8 +561,7 @@ TEST_CASE("matmul with quantized weights: each row as its lone matvec, across th
             const size_t m = 6;
             auto x = random_vec(m * 256, rng);
             std::vector<float> y(m * 1003), one(1003);
-            matmul(*kt, w.m, x.data(), m, y.data(), pool, scratch);
-            REQUIRE(matmul_uses_int8(*kt, w.m, m));
+            matmul(*kt, w.m, x.data(), m, y.data(), pool);
             for (size_t i = 0; i < m; ++i) {
                 matvec(*kt, w.m, x.data() + i * 256, one.data(), pool);
                 for (size_t r = 0; r < 1003; ++r) REQUIRE(y[i * 1003 + r] == one[r]);
@@ -519,7 +573,6 @@ TEST_CASE("matmul with quantized weights: each row as its lone matvec, across th
 TEST_CASE("matmul_shared_input: each output as its own matmul, in one dispatch or not") {
     std::mt19937 rng(93);
     ThreadPool pool(2);
-    std::vector<float> scratch;
     const size_t cols = 256;
     // Row counts that end mid-panel, a single panel, and a group larger than one dispatch takes.
     const size_t rows[] = {1003, 256, 17, 8, 40, 3, 64, 9, 200};
@@ -557,10 +610,9 @@ TEST_CASE("matmul_shared_input: each output as its own matmul, in one dispatch o
                     ys[j].assign(m * ws[j]->rows, -7.0f);
                     alone[j].resize(m * ws[j]->rows);
                     yp.push_back(ys[j].data());
-                    matmul(*kt, *ws[j], x.data(), m, alone[j].data(), pool, scratch);
+                    matmul(*kt, *ws[j], x.data(), m, alone[j].data(), pool);
                 }
-                matmul_shared_input(*kt, ws.data(), yp.data(), ws.size(), x.data(), m, pool,
-                                    scratch);
+                matmul_shared_input(*kt, ws.data(), yp.data(), ws.size(), x.data(), m, pool);
                 for (size_t j = 0; j < ws.size(); ++j) {
                     CAPTURE(j);
                     size_t differ = 0;

@@ -21,8 +21,8 @@ OURS = [{"type": t, "isa": "avx2", "prefill": {"avg_ts": pp},
          "decode": {"avg_ts": tg, "pct_of_read_bw": pct},
          "read_bw_gbs": {"mean": 40.0}, "memory": {"peak_over_weights_kv": 1.02}}
         for t, pp, tg, pct in (("q4", 150.0, 50.0, 90.0), ("q8", 90.0, 25.0, 70.0))]
-# llama-bench: prefill 60 (q4_0) / 50 (q8_0); decode 20 / 10.
-THEIRS = {"q4_0": (60.0, 20.0), "q8_0": (50.0, 10.0)}
+# llama-bench: prefill 60 (q4_0) / 50 (q8_0) / 100 (f16); decode 20 / 10 / 5.
+THEIRS = {"q4_0": (60.0, 20.0), "q8_0": (50.0, 10.0), "f16": (100.0, 5.0)}
 
 
 def stand_ins(d: Path, fail: bool = False) -> tuple[Path, Path]:
@@ -75,6 +75,12 @@ def main() -> int:
             errors.append(f"call order {order}, want {want_order}")
         if not any("-d 16" in c and "-p 0" in c and "-n 8" in c for c in calls):
             errors.append("llama-bench's decode is not timed after a prompt of -p tokens (-d)")
+
+        # The goals are the quantized types': an f16 row below them is not marked.
+        rc, out, err = run(base + ["--types", "q8,f16"])
+        f16 = [line for line in out.splitlines() if line.startswith("| 1 | f16 |")]
+        if rc != 0 or len(f16) != 1 or "<" in f16[0] or "0.90 |" not in f16[0]:
+            errors.append(f"an f16 row: exit {rc}, {out}{err}")
 
         rc, out, err = run(base + ["-o", "json", "--types", "q4"])
         got = json.loads(out) if rc == 0 else []

@@ -1201,8 +1201,8 @@ model or the `score` module of an attached adapter; UnsupportedError when there 
             },
             "inputs"_a,
             "Rewards of several texts (or id lists) run through the model together: a float32 "
-            "array [len(inputs), num_labels]; each row equals reward() of that input alone "
-            "(within float rounding).")
+            "array [len(inputs), num_labels]; each row equals reward() of that input alone, bit "
+            "for bit.")
         .def(
             "best_of_n",
             [](py::object self, const std::string& prompt, const py::object& config,

@@ -170,8 +170,9 @@ public:
     // each step is one forward pass over one row per unfinished sequence (each with its own
     // position and KV cache), so the weights are read once per step for all. Results are ordered
     // prompt by prompt, [p · n + j] for sequence j of prompt p; sequence j samples with seed + j.
-    // A sequence gets the same tokens as generate() on that prompt alone with seed + j (its
-    // logits agree to float rounding, about 1e-6: the batched products sum in another order).
+    // A sequence gets the same tokens and logits, bit for bit, as generate() on that prompt alone
+    // with seed + j: every product (each weight type, adapters' low-rank terms) gives a row the
+    // value it gets alone.
     // Starts from an empty sequence (reset()) and leaves the Generator reset. KV caches for all
     // sequences are allocated at the start of the call (and kept for the next).
     std::vector<GenerationResult> generate_batch(const std::vector<std::vector<int32_t>>& prompts,
@@ -207,7 +208,7 @@ public:
     std::vector<float> reward(const std::vector<int32_t>& ids);
     std::vector<float> reward(std::string_view text);  // encode(text), BOS as the tokenizer says
     // Rewards of several inputs, run through the model together (a few sequences per forward
-    // pass); each equals reward() of that input alone (within float rounding).
+    // pass); each equals reward() of that input alone, bit for bit.
     std::vector<std::vector<float>> reward_batch(const std::vector<std::vector<int32_t>>& inputs);
     std::vector<std::vector<float>> reward_batch(const std::vector<std::string>& texts);
 

@@ -49,9 +49,13 @@ void products(const KernelTable& kt, const Matrix* const* w, float* const* y, si
     if (!weight_type_quantized(w[0]->type)) {
         for (size_t j = 0; j < n; ++j) units[j] = w[j]->rows;
         // Below ~64K multiply-adds a second thread costs more than it saves.
-        const size_t grain = std::max<size_t>(1, 65536 / std::max<size_t>(1, cols));
+        const size_t grain = std::max<size_t>(1, 65536 / std::max<size_t>(1, cols * m));
         parallel_units(pool, units, n, grain, [&](size_t j, size_t r0, size_t r1) {
-            kt.matvec(*w[j], x, y[j], r0, r1);
+            if (m == 1) {
+                kt.matvec(*w[j], x, y[j], r0, r1);
+            } else {
+                kt.matmul_f(*w[j], x, m, y[j], w[j]->rows, r0, r1);
+            }
         });
         return;
     }
@@ -85,47 +89,27 @@ void matvec(const KernelTable& kt, const Matrix& w, const float* x, float* y, Th
     products(kt, ws, ys, 1, x, 1, pool);
 }
 
-bool matmul_uses_int8(const KernelTable& kt, const Matrix& w, size_t m) {
-    (void)kt;  // every table has matmul_q; kept for a per-ISA choice
-    return weight_type_quantized(w.type) && m > 1;
-}
-
 void matmul(const KernelTable& kt, const Matrix& w, const float* x, size_t m, float* y,
-            ThreadPool& pool, std::vector<float>& scratch) {
-    if (m == 1) {
-        matvec(kt, w, x, y, pool);
-        return;
-    }
-    const int M = static_cast<int>(m), N = static_cast<int>(w.rows), K = static_cast<int>(w.cols);
-    if (w.type == WeightType::f32) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K,
-                    static_cast<const float*>(w.data), K, 0.0f, y, N);
-        return;
-    }
-    if (matmul_uses_int8(kt, w, m)) {
-        const Matrix* ws[1] = {&w};
-        float* ys[1] = {y};
-        products(kt, ws, ys, 1, x, m, pool);
-        return;
-    }
-    matmul_widened(kt, w, x, m, y, pool, scratch);
+            ThreadPool& pool) {
+    const Matrix* ws[1] = {&w};
+    float* ys[1] = {y};
+    products(kt, ws, ys, 1, x, m, pool);
 }
 
-bool shares_dispatch(const Matrix* const* w, size_t n, size_t m) {
+bool shares_dispatch(const Matrix* const* w, size_t n) {
     size_t quantized = 0;
     for (size_t j = 0; j < n; ++j) {
         if (w[j]->cols != w[0]->cols) return false;
         quantized += weight_type_quantized(w[j]->type) ? 1 : 0;
     }
-    return quantized == n || (quantized == 0 && m == 1);
+    return quantized == n || quantized == 0;
 }
 
 void matmul_shared_input(const KernelTable& kt, const Matrix* const* w, float* const* y,
-                         size_t n, const float* x, size_t m, ThreadPool& pool,
-                         std::vector<float>& scratch) {
+                         size_t n, const float* x, size_t m, ThreadPool& pool) {
     if (n == 0 || m == 0) return;
-    if (!shares_dispatch(w, n, m)) {
-        for (size_t j = 0; j < n; ++j) matmul(kt, *w[j], x, m, y[j], pool, scratch);
+    if (!shares_dispatch(w, n)) {
+        for (size_t j = 0; j < n; ++j) matmul(kt, *w[j], x, m, y[j], pool);
         return;
     }
     for (size_t j0 = 0; j0 < n; j0 += kMaxShared) {
@@ -133,42 +117,17 @@ void matmul_shared_input(const KernelTable& kt, const Matrix* const* w, float* c
     }
 }
 
-void matmul_widened(const KernelTable& kt, const Matrix& w, const float* x, size_t m, float* y,
-                    ThreadPool& pool, std::vector<float>& scratch) {
-    const int M = static_cast<int>(m), N = static_cast<int>(w.rows), K = static_cast<int>(w.cols);
-    // Widen a tile of about 1 MiB of f32 weights at a time: it stays in L2 while sgemm uses it.
-    const size_t tile_rows = std::max<size_t>(16, (size_t(1) << 18) / std::max<size_t>(1, w.cols));
-    if (scratch.size() < tile_rows * w.cols) scratch.resize(tile_rows * w.cols);
-    for (size_t r0 = 0; r0 < w.rows; r0 += tile_rows) {
-        const size_t r1 = std::min(w.rows, r0 + tile_rows);
-        float* tile = scratch.data();
-        pool.parallel_for(r1 - r0, 64, [&](size_t a, size_t b) {
-            kt.rows_to_f32(w, r0 + a, r0 + b, tile + a * w.cols);
-        });
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, static_cast<int>(r1 - r0), K,
-                    1.0f, x, K, tile, K, 0.0f, y + r0, N);
-    }
-}
-
 void matmul_add_low_rank(const KernelTable& kt, const Matrix& a, const Matrix& b, float scale,
                          const float* x, size_t m, float* y, ThreadPool& pool,
                          std::vector<float>& tmp) {
     const size_t r = a.rows, rows = b.rows;
-    if (tmp.size() < m * r) tmp.resize(m * r);
-    std::vector<float> unused;
-    matmul(kt, a, x, m, tmp.data(), pool, unused);  // a is f32: no widening scratch needed
-    const float* bm = static_cast<const float*>(b.data);
-    if (m == 1) {
-        const float* t = tmp.data();
-        const size_t grain = std::max<size_t>(1, 65536 / std::max<size_t>(1, r));
-        pool.parallel_for(rows, grain, [&](size_t r0, size_t r1) {
-            for (size_t o = r0; o < r1; ++o) y[o] += scale * kt.dot(bm + o * r, t, r);
-        });
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),
-                static_cast<int>(rows), static_cast<int>(r), scale, tmp.data(),
-                static_cast<int>(r), bm, static_cast<int>(r), 1.0f, y, static_cast<int>(rows));
+    if (tmp.size() < m * (r + rows)) tmp.resize(m * (r + rows));
+    float* ax = tmp.data();       // [m, r]    X · A^T
+    float* bax = ax + m * r;      // [m, rows] (X · A^T) · B^T
+    // Two batch-invariant products and a per-row axpy: a row's update is the same in any batch.
+    matmul(kt, a, x, m, ax, pool);
+    matmul(kt, b, ax, m, bax, pool);
+    for (size_t i = 0; i < m; ++i) kt.axpy(scale, bax + i * rows, y + i * rows, rows);
 }
 
 void set_blas_threads(int n) { openblas_set_num_threads(std::max(1, n)); }

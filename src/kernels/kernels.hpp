@@ -96,6 +96,12 @@ struct KernelTable {
     // q8/q4 weights: x is quantized to BlockQ8A first (quantize_acts) and the dot products are
     // integer, as matvec_q; gemm.hpp's matvec quantizes x once for all row ranges.
     void (*matvec)(const Matrix& w, const float* x, float* y, size_t r0, size_t r1);
+    // y[i·ldy + r] = W[r, :] · X[i, :] for i < m, r in [r0, r1)
+    //                                                    W [rows, cols] f32|f16|bf16, X [m, cols]
+    // Each y value is bit-identical to what matvec gives for that row and vector, whatever m and
+    // the range (batch-invariant); the weights are read once per block for all m vectors.
+    void (*matmul_f)(const Matrix& w, const float* x, size_t m, float* y, size_t ldy, size_t r0,
+                     size_t r1);
     // out[(r - r0) * cols + c] = float(W[r, c]) for r in [r0, r1)
     void (*rows_to_f32)(const Matrix& w, size_t r0, size_t r1, float* out);
     // Σ a[i] b[i]                                        a, b [n]

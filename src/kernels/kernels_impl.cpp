@@ -28,8 +28,18 @@
 namespace stackllama::kernels {
 namespace {
 
-// Rows a matrix-vector kernel reads at once.
+// Rows the float kernels read at once: a matrix-vector product 4 (four streams in flight per load
+// of x); a matrix-matrix tile 3 against 4 vectors with AVX2 (12 accumulators and 3 weight vectors
+// of its 16 registers), 6 with AVX-512 (24 and 6 of 32).
 constexpr size_t kRows = 4;
+#if SL_AVX512
+constexpr size_t kTileRows = 6;
+#elif SL_AVX2
+constexpr size_t kTileRows = 3;
+#else
+constexpr size_t kTileRows = 4;
+#endif
+constexpr size_t kTileVectors = 4;
 
 // Not std::min/max: a template instantiated here with ISA flags could be picked by the linker
 // for callers elsewhere.
@@ -144,8 +154,13 @@ float dot_f32(const float* a, const float* b, size_t n) {
     return sum;
 }
 
-// --- f32 / f16 / bf16 matrix-vector: R rows at a time -------------------------------------------
+// --- f32 / f16 / bf16: R rows against T vectors --------------------------------------------------
 // Elem is float or uint16_t; kBf16 picks bf16 over f16 for uint16_t.
+//
+// Every (row, vector) value is one accumulator of L lanes, fma(w, x, acc) over the L-element chunks
+// in order, summed across its lanes (hsum), plus the elements after the last chunk in order. It
+// depends on nothing else, so matvec (T = 1) and matmul_f (T vectors at once) give the same bits
+// for a row and a vector, whatever the batch (batch-invariant, as the quantized kernels).
 template <bool kBf16>
 inline float widen(float v) { return v; }
 template <bool kBf16>
@@ -163,58 +178,163 @@ template <bool kBf16>
 inline __m256 vload(const uint16_t* p) { return load8h<kBf16>(p); }
 #endif
 
-// y[r] = W[r, :] · x for R consecutive rows starting at w (row stride n elements).
-template <size_t R, bool kBf16, typename Elem>
-void rows_dot(const Elem* w, size_t n, const float* x, float* y) {
-    size_t i = 0;
-    float sum[R];
 #if SL_AVX512 || SL_AVX2
 #if SL_AVX512
-    using V = __m512;
-    constexpr size_t L = 16;
-    const auto zero = [] { return _mm512_setzero_ps(); };
-    const auto fma = [](V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); };
-    const auto add = [](V a, V b) { return _mm512_add_ps(a, b); };
+using VF = __m512;
+constexpr size_t kLanes = 16;
+inline VF vzero() { return _mm512_setzero_ps(); }
+inline VF vfma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
 #else
-    using V = __m256;
-    constexpr size_t L = 8;
-    const auto zero = [] { return _mm256_setzero_ps(); };
-    const auto fma = [](V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); };
-    const auto add = [](V a, V b) { return _mm256_add_ps(a, b); };
+using VF = __m256;
+constexpr size_t kLanes = 8;
+inline VF vzero() { return _mm256_setzero_ps(); }
+inline VF vfma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
 #endif
-    // Two accumulators per row, so 2R independent FMA chains cover the FMA latency.
-    V acc0[R], acc1[R];
-    for (size_t r = 0; r < R; ++r) acc0[r] = acc1[r] = zero();
-    for (; i + 2 * L <= n; i += 2 * L) {
-        const V x0 = vload<kBf16>(x + i), x1 = vload<kBf16>(x + i + L);
-        for (size_t r = 0; r < R; ++r) {
-            acc0[r] = fma(vload<kBf16>(w + r * n + i), x0, acc0[r]);
-            acc1[r] = fma(vload<kBf16>(w + r * n + i + L), x1, acc1[r]);
+#else
+// Scalar: 4 lanes, summed as (l0 + l1) + (l2 + l3).
+struct VF {
+    float l[4];
+};
+constexpr size_t kLanes = 4;
+#endif
+
+// acc[t·R + r] += the chunks [i0, i1) (multiples of kLanes) of row r times vector t, for R
+// consecutive rows starting at w (row stride n elements) and T vectors x_t = x + t·ldx.
+template <size_t T, size_t R, bool kBf16, typename Elem>
+inline void tile_part(const Elem* w, size_t n, const float* x, size_t ldx, size_t i0, size_t i1,
+                      VF* acc_io) {
+    VF acc[T][R];
+    for (size_t t = 0; t < T; ++t)
+        for (size_t r = 0; r < R; ++r) acc[t][r] = acc_io[t * R + r];
+#if SL_AVX512 || SL_AVX2
+    for (size_t i = i0; i < i1; i += kLanes) {
+        VF wv[R];
+        for (size_t r = 0; r < R; ++r) wv[r] = vload<kBf16>(w + r * n + i);
+        for (size_t t = 0; t < T; ++t) {
+            const VF xv = vload<kBf16>(x + t * ldx + i);
+            for (size_t r = 0; r < R; ++r) acc[t][r] = vfma(wv[r], xv, acc[t][r]);
         }
     }
-    for (; i + L <= n; i += L) {
-        const V x0 = vload<kBf16>(x + i);
-        for (size_t r = 0; r < R; ++r) acc0[r] = fma(vload<kBf16>(w + r * n + i), x0, acc0[r]);
-    }
-    for (size_t r = 0; r < R; ++r) sum[r] = hsum(add(acc0[r], acc1[r]));
 #else
-    float acc[R][4];
-    for (size_t r = 0; r < R; ++r) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
-    for (; i + 4 <= n; i += 4)
-        for (size_t r = 0; r < R; ++r)
-            for (size_t l = 0; l < 4; ++l) acc[r][l] += widen<kBf16>(w[r * n + i + l]) * x[i + l];
-    for (size_t r = 0; r < R; ++r) sum[r] = (acc[r][0] + acc[r][1]) + (acc[r][2] + acc[r][3]);
+    for (size_t i = i0; i < i1; i += kLanes)
+        for (size_t t = 0; t < T; ++t)
+            for (size_t r = 0; r < R; ++r)
+                for (size_t l = 0; l < kLanes; ++l)
+                    acc[t][r].l[l] += widen<kBf16>(w[r * n + i + l]) * x[t * ldx + i + l];
 #endif
-    for (; i < n; ++i)
-        for (size_t r = 0; r < R; ++r) sum[r] += widen<kBf16>(w[r * n + i]) * x[i];
-    for (size_t r = 0; r < R; ++r) y[r] = sum[r];
+    for (size_t t = 0; t < T; ++t)
+        for (size_t r = 0; r < R; ++r) acc_io[t * R + r] = acc[t][r];
+}
+
+// a · b + c, fused or not the same way in every instantiation (left to itself the compiler
+// contracts some and not others, and a row's value would depend on T and R).
+inline float tail_fma(float a, float b, float c) {
+#if SL_AVX512 || SL_AVX2
+    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
+#else
+    return a * b + c;  // the baseline build has no FMA instruction to contract into
+#endif
+}
+
+// y[t·ldy + r] = the lanes of acc[t·R + r] summed, plus the elements after the last whole chunk.
+template <size_t T, size_t R, bool kBf16, typename Elem>
+inline void tile_end(const Elem* w, size_t n, const float* x, size_t ldx, const VF* acc, float* y,
+                     size_t ldy) {
+    float sum[T][R];
+    for (size_t t = 0; t < T; ++t)
+        for (size_t r = 0; r < R; ++r) {
+#if SL_AVX512 || SL_AVX2
+            sum[t][r] = hsum(acc[t * R + r]);
+#else
+            const float* l = acc[t * R + r].l;
+            sum[t][r] = (l[0] + l[1]) + (l[2] + l[3]);
+#endif
+        }
+    for (size_t i = n / kLanes * kLanes; i < n; ++i)
+        for (size_t t = 0; t < T; ++t)
+            for (size_t r = 0; r < R; ++r)
+                sum[t][r] = tail_fma(widen<kBf16>(w[r * n + i]), x[t * ldx + i], sum[t][r]);
+    for (size_t t = 0; t < T; ++t)
+        for (size_t r = 0; r < R; ++r) y[t * ldy + r] = sum[t][r];
+}
+
+inline VF zero_acc() {
+#if SL_AVX512 || SL_AVX2
+    return vzero();
+#else
+    return VF{{0.0f, 0.0f, 0.0f, 0.0f}};
+#endif
+}
+
+// y[t·ldy + r] = W[r, :] · x_t, the whole row in one pass.
+template <size_t T, size_t R, bool kBf16, typename Elem>
+void tile_dot(const Elem* w, size_t n, const float* x, size_t ldx, float* y, size_t ldy) {
+    VF acc[T * R];
+    for (size_t k = 0; k < T * R; ++k) acc[k] = zero_acc();
+    tile_part<T, R, kBf16>(w, n, x, ldx, 0, n / kLanes * kLanes, acc);
+    tile_end<T, R, kBf16>(w, n, x, ldx, acc, y, ldy);
 }
 
 template <bool kBf16, typename Elem>
 void matvec_rows(const Elem* base, size_t n, const float* x, float* y, size_t r0, size_t r1) {
     size_t r = r0;
-    for (; r + kRows <= r1; r += kRows) rows_dot<kRows, kBf16>(base + r * n, n, x, y + r);
-    for (; r < r1; ++r) rows_dot<1, kBf16>(base + r * n, n, x, y + r);
+    for (; r + kRows <= r1; r += kRows) tile_dot<1, kRows, kBf16>(base + r * n, n, x, 0, y + r, 0);
+    for (; r < r1; ++r) tile_dot<1, 1, kBf16>(base + r * n, n, x, 0, y + r, 0);
+}
+
+// Elements of a row per pass (a multiple of every kLanes): T vectors' share (4 · 512 floats,
+// 8 KiB) stays in L1 while the rows of a block pass over it.
+constexpr size_t kChunkCols = 512;
+// Rows per block: about 96 KiB of weights, in L2 while every vector passes over them.
+constexpr size_t kBlockBytes = 96 * 1024, kMaxBlockRows = 96;
+
+// Rows [b0, b1) (b1 - b0 <= kMaxBlockRows) against T vectors: the row-chunks in order, each
+// over all of the block's rows, the accumulators kept in `state` between chunks; then the ends.
+template <size_t T, bool kBf16, typename Elem>
+void block_tile(const Elem* base, size_t n, const float* x, size_t ldx, float* y, size_t ldy,
+                size_t b0, size_t b1, VF* state) {
+    constexpr size_t R = kTileRows;
+    const size_t full = n / kLanes * kLanes;
+    for (size_t k = 0; k < (b1 - b0) * T; ++k) state[k] = zero_acc();
+    for (size_t i0 = 0; i0 < full; i0 += kChunkCols) {
+        const size_t i1 = min_size(full, i0 + kChunkCols);
+        size_t r = b0;
+        for (; r + R <= b1; r += R)
+            tile_part<T, R, kBf16>(base + r * n, n, x, ldx, i0, i1, state + (r - b0) * T);
+        for (; r < b1; ++r)
+            tile_part<T, 1, kBf16>(base + r * n, n, x, ldx, i0, i1, state + (r - b0) * T);
+    }
+    size_t r = b0;
+    for (; r + R <= b1; r += R)
+        tile_end<T, R, kBf16>(base + r * n, n, x, ldx, state + (r - b0) * T, y + r, ldy);
+    for (; r < b1; ++r)
+        tile_end<T, 1, kBf16>(base + r * n, n, x, ldx, state + (r - b0) * T, y + r, ldy);
+}
+
+// Rows [r0, r1) against m vectors (x [m, n], y [m, ldy]): blocks of rows, each against the
+// vectors kTileVectors at a time.
+template <bool kBf16, typename Elem>
+void matmul_rows(const Elem* base, size_t n, const float* x, size_t m, float* y, size_t ldy,
+                 size_t r0, size_t r1) {
+    constexpr size_t R = kTileRows;
+    const size_t fit = kBlockBytes / (n * sizeof(Elem)) / R * R;
+    const size_t block = min_size(kMaxBlockRows / R * R, max_size(R, fit));
+    VF state[kMaxBlockRows * kTileVectors];
+    for (size_t b0 = r0; b0 < r1; b0 += block) {
+        const size_t b1 = min_size(r1, b0 + block);
+        size_t t = 0;
+        for (; t + kTileVectors <= m; t += kTileVectors)
+            block_tile<kTileVectors, kBf16>(base, n, x + t * n, n, y + t * ldy, ldy, b0, b1, state);
+        static_assert(kTileVectors == 4, "the tail below handles up to 3 vectors");
+        const float* xt = x + t * n;
+        float* yt = y + t * ldy;
+        switch (m - t) {
+            case 3: block_tile<3, kBf16>(base, n, xt, n, yt, ldy, b0, b1, state); break;
+            case 2: block_tile<2, kBf16>(base, n, xt, n, yt, ldy, b0, b1, state); break;
+            case 1: block_tile<1, kBf16>(base, n, xt, n, yt, ldy, b0, b1, state); break;
+            default: break;
+        }
+    }
 }
 
 // --- quantized: activations -----------------------------------------------------------------------
@@ -797,6 +917,25 @@ void matvec(const Matrix& w, const float* x, float* y, size_t r0, size_t r1) {
     }
 }
 
+void matmul_f(const Matrix& w, const float* x, size_t m, float* y, size_t ldy, size_t r0,
+              size_t r1) {
+    const size_t n = w.cols;
+    switch (w.type) {
+        case WeightType::f32:
+            matmul_rows<false>(static_cast<const float*>(w.data), n, x, m, y, ldy, r0, r1);
+            return;
+        case WeightType::f16:
+            matmul_rows<false>(static_cast<const uint16_t*>(w.data), n, x, m, y, ldy, r0, r1);
+            return;
+        case WeightType::bf16:
+            matmul_rows<true>(static_cast<const uint16_t*>(w.data), n, x, m, y, ldy, r0, r1);
+            return;
+        case WeightType::q8:
+        case WeightType::q4:
+            abort();  // a programming error: quantized weights go through matmul_q
+    }
+}
+
 // out[i] = float(level i) · d for block b of row r, wherever the layout keeps it.
 void dequantize_block(const Matrix& w, size_t nb, size_t full, size_t r, size_t b, float* out) {
     int8_t l[kQuantBlock];
@@ -1111,8 +1250,9 @@ void attend(const float* q, size_t n_q, const float* k, const float* v, size_t n
 #define SL_STR(a) SL_STR2(a)
 
 const KernelTable& SL_CONCAT(table_, STACKLLAMA_KERNEL_ISA)() {
-    static const KernelTable t{SL_STR(STACKLLAMA_KERNEL_ISA), matvec, rows_to_f32, dot_f32, axpy,
-                               rmsnorm, silu_mul, add, quantize_acts, matvec_q, matmul_q, rope, attend};
+    static const KernelTable t{SL_STR(STACKLLAMA_KERNEL_ISA), matvec, matmul_f, rows_to_f32,
+                               dot_f32, axpy, rmsnorm, silu_mul, add, quantize_acts, matvec_q,
+                               matmul_q, rope, attend};
     return t;
 }
 

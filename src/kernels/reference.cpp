@@ -122,6 +122,15 @@ void ref_matvec(const Matrix& w, const float* x, float* y, size_t r0, size_t r1)
     }
 }
 
+void ref_matmul_f(const Matrix& w, const float* x, size_t m, float* y, size_t ldy, size_t r0,
+                  size_t r1) {
+    std::vector<float> row(w.rows);
+    for (size_t i = 0; i < m; ++i) {
+        ref_matvec(w, x + i * w.cols, row.data(), r0, r1);
+        for (size_t r = r0; r < r1; ++r) y[i * ldy + r] = row[r];
+    }
+}
+
 void ref_rows_to_f32(const Matrix& w, size_t r0, size_t r1, float* out) {
     for (size_t i = r0 * w.cols; i < r1 * w.cols; ++i) out[i - r0 * w.cols] = element(w, i);
 }
@@ -237,10 +246,10 @@ void ref_matmul_q(const Matrix& w, const BlockQ8A* xq, size_t m, float* y, size_
 }  // namespace
 
 const KernelTable& table_reference() {
-    static const KernelTable t{"reference", ref_matvec,   ref_rows_to_f32,   ref_dot,
-                               ref_axpy,    ref_rmsnorm,  ref_silu_mul,      ref_add,
-                               ref_quantize_acts,         ref_matvec_q,      ref_matmul_q,
-                               ref_rope,                  ref_attend};
+    static const KernelTable t{"reference",       ref_matvec,   ref_matmul_f, ref_rows_to_f32,
+                               ref_dot,           ref_axpy,     ref_rmsnorm,  ref_silu_mul,
+                               ref_add,           ref_quantize_acts,          ref_matvec_q,
+                               ref_matmul_q,      ref_rope,     ref_attend};
     return t;
 }
 

@@ -7,7 +7,6 @@
 #include <cstring>
 
 #include "kernels/gemm.hpp"
-#include "model/batch_matvec.hpp"
 #include "stackllama/error.hpp"
 #include "util/thread_pool.hpp"
 
@@ -102,29 +101,6 @@ const char* slot_module_name(Slot slot) {
 
 namespace {
 
-// Up to this many rows (a batched decoding step, a short prompt) are multiplied reading each
-// weight row once for all of them, with a row's arithmetic exactly that of a lone matrix-vector
-// product; more rows go to sgemm.
-constexpr size_t kMultiRows = 16;
-
-// Y[m, rows] = X[m, cols] · W^T.
-void product(const kernels::KernelTable& kt, const kernels::Matrix& w, const float* x, size_t m,
-             float* y, ThreadPool& pool, LlamaState& s) {
-    // Quantized weights: kernels::matmul's integer path is batch-invariant already.
-    if (m == 1 || m > kMultiRows || kernels::weight_type_quantized(w.type)) {
-        kernels::matmul(kt, w, x, m, y, pool, s.gemm_scratch);
-    } else if (matvec_multi_available(kt, w.type)) {
-        // As kernels::matvec splits rows, with the work of m vectors per row.
-        const size_t grain = std::max<size_t>(1, 65536 / std::max<size_t>(1, w.cols * m));
-        pool.parallel_for(w.rows, grain,
-                          [&](size_t r0, size_t r1) { matvec_multi(kt, w, x, m, y, r0, r1); });
-    } else {
-        // No batched kernel for this table or type (scalar, quantized): one product per row, so
-        // a row still gets what it would alone.
-        for (size_t i = 0; i < m; ++i) kernels::matvec(kt, w, x + i * w.cols, y + i * w.rows, pool);
-    }
-}
-
 // y[m, out] += the low-rank terms of attached adapters on x[m, in] (W: the base matrix).
 void add_low_rank_terms(const kernels::KernelTable& kt, const kernels::Matrix& w,
                         const std::vector<LowRankTerm>& terms, const float* x, size_t m, float* y,
@@ -141,7 +117,9 @@ void add_low_rank_terms(const kernels::KernelTable& kt, const kernels::Matrix& w
 void linear(const kernels::KernelTable& kt, const kernels::Matrix& w,
             const std::vector<LowRankTerm>* terms, const float* x, size_t m, float* y,
             ThreadPool& pool, LlamaState& s) {
-    product(kt, w, x, m, y, pool, s);
+    // Each row of y is what it would be alone (kernels::matmul is batch-invariant), so a sequence
+    // decodes the same in a batch as by itself.
+    kernels::matmul(kt, w, x, m, y, pool);
     if (terms) add_low_rank_terms(kt, w, *terms, x, m, y, pool, s);
 }
 
@@ -152,11 +130,11 @@ template <size_t n>
 void linear_shared(const kernels::KernelTable& kt, const kernels::Matrix* const (&w)[n],
                    const std::vector<LowRankTerm>* const (&terms)[n], const float* x, size_t m,
                    float* const (&y)[n], ThreadPool& pool, LlamaState& s) {
-    if (!kernels::shares_dispatch(w, n, m)) {
+    if (!kernels::shares_dispatch(w, n)) {
         for (size_t j = 0; j < n; ++j) linear(kt, *w[j], terms[j], x, m, y[j], pool, s);
         return;
     }
-    kernels::matmul_shared_input(kt, w, y, n, x, m, pool, s.gemm_scratch);
+    kernels::matmul_shared_input(kt, w, y, n, x, m, pool);
     for (size_t j = 0; j < n; ++j) {
         if (terms[j]) add_low_rank_terms(kt, *w[j], *terms[j], x, m, y[j], pool, s);
     }

@@ -32,8 +32,7 @@ struct LlamaState {
     // Activations for up to n_batch rows.
     std::vector<float> x, xb, q, k, v, att, gate, up;
     std::vector<float> scores;        // [n_threads][kAttendGroup · n_ctx]
-    std::vector<float> gemm_scratch;  // widened weight tiles
-    std::vector<float> lora_scratch;  // A·x of low-rank terms
+    std::vector<float> lora_scratch;  // A·x and B·A·x of low-rank terms
     std::vector<int32_t> row_seq, row_pos;  // [n_batch] rows of a chunk (llama_forward)
     std::vector<size_t> row_out;            // [n_batch] rows of a chunk that get the head
 
