@@ -156,9 +156,10 @@ TEST_CASE("matmul_f: batch-invariant, every ISA, against the reference") {
             const std::string type = weight_type_name(t);
             CAPTURE(type);
             // Rows that end mid-tile; row lengths below one SIMD chunk, with a tail, across the
-            // 512-element passes; enough rows (at 64 columns) for several row blocks.
-            const std::pair<size_t, size_t> shapes[] = {{1, 7},   {13, 1},   {13, 17},  {7, 172},
-                                                        {11, 600}, {5, 1100}, {290, 64}};
+            // 512-element passes, and empty; enough rows (at 64 columns) for several row blocks.
+            const std::pair<size_t, size_t> shapes[] = {{1, 7},   {13, 1},    {13, 17},
+                                                        {7, 172}, {11, 600},  {5, 1100},
+                                                        {290, 64}, {4, 0}};
             for (const auto& [rows, cols] : shapes) {
                 CAPTURE(rows);
                 CAPTURE(cols);

@@ -317,7 +317,7 @@ template <bool kBf16, typename Elem>
 void matmul_rows(const Elem* base, size_t n, const float* x, size_t m, float* y, size_t ldy,
                  size_t r0, size_t r1) {
     constexpr size_t R = kTileRows;
-    const size_t fit = kBlockBytes / (n * sizeof(Elem)) / R * R;
+    const size_t fit = n == 0 ? kMaxBlockRows : kBlockBytes / (n * sizeof(Elem)) / R * R;
     const size_t block = min_size(kMaxBlockRows / R * R, max_size(R, fit));
     VF state[kMaxBlockRows * kTileVectors];
     for (size_t b0 = r0; b0 < r1; b0 += block) {
