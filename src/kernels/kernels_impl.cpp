@@ -182,12 +182,12 @@ inline __m256 vload(const uint16_t* p) { return load8h<kBf16>(p); }
 #if SL_AVX512
 using VF = __m512;
 constexpr size_t kLanes = 16;
-inline VF vzero() { return _mm512_setzero_ps(); }
+inline VF zero_acc() { return _mm512_setzero_ps(); }
 inline VF vfma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
 #else
 using VF = __m256;
 constexpr size_t kLanes = 8;
-inline VF vzero() { return _mm256_setzero_ps(); }
+inline VF zero_acc() { return _mm256_setzero_ps(); }
 inline VF vfma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
 #endif
 #else
@@ -196,6 +196,7 @@ struct VF {
     float l[4];
 };
 constexpr size_t kLanes = 4;
+inline VF zero_acc() { return VF{{0.0f, 0.0f, 0.0f, 0.0f}}; }
 #endif
 
 // acc[t·R + r] += the chunks [i0, i1) (multiples of kLanes) of row r times vector t, for R
@@ -256,14 +257,6 @@ inline void tile_end(const Elem* w, size_t n, const float* x, size_t ldx, const 
                 sum[t][r] = tail_fma(widen<kBf16>(w[r * n + i]), x[t * ldx + i], sum[t][r]);
     for (size_t t = 0; t < T; ++t)
         for (size_t r = 0; r < R; ++r) y[t * ldy + r] = sum[t][r];
-}
-
-inline VF zero_acc() {
-#if SL_AVX512 || SL_AVX2
-    return vzero();
-#else
-    return VF{{0.0f, 0.0f, 0.0f, 0.0f}};
-#endif
 }
 
 // y[t·ldy + r] = W[r, :] · x_t, the whole row in one pass.
